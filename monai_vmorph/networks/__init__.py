@@ -1,0 +1,30 @@
+"""Networks and blocks (tensors only). Fields are in voxel units, channel k along array axis k; see
+:mod:`monai_vmorph.networks.blocks.warp` for the convention."""
+
+from monai_vmorph.networks.blocks import (
+    ResizeField,
+    SpatialTransformer,
+    VecInt,
+    field_scale_factors,
+    identity_grid,
+    integrate_velocity,
+    resize_field,
+    warp,
+)
+from monai_vmorph.networks.nets import BACKBONES, DoubleConvUNet, RegistrationResult, VoxelMorph, VoxelMorphUNet
+
+__all__ = [
+    "BACKBONES",
+    "DoubleConvUNet",
+    "RegistrationResult",
+    "ResizeField",
+    "SpatialTransformer",
+    "VecInt",
+    "VoxelMorph",
+    "VoxelMorphUNet",
+    "field_scale_factors",
+    "identity_grid",
+    "integrate_velocity",
+    "resize_field",
+    "warp",
+]

@@ -1,0 +1,17 @@
+"""Building blocks for registration networks: warping, integration and field resizing."""
+
+from monai_vmorph.networks.blocks.integrate import VecInt, integrate_velocity
+from monai_vmorph.networks.blocks.resize import ResizeField, field_scale_factors, resize_field
+from monai_vmorph.networks.blocks.warp import SpatialTransformer, identity_grid, linear_mode, warp
+
+__all__ = [
+    "ResizeField",
+    "SpatialTransformer",
+    "VecInt",
+    "field_scale_factors",
+    "identity_grid",
+    "integrate_velocity",
+    "linear_mode",
+    "resize_field",
+    "warp",
+]

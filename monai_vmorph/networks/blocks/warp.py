@@ -1,0 +1,167 @@
+"""Warping an image by a dense displacement field: the package's one coordinate convention.
+
+Convention (used everywhere inside ``monai_vmorph``; only :mod:`monai_vmorph.io` converts to mm / LPS):
+
+* An image has shape ``(B, C, *S)`` with ``S = (H, W)`` in 2D or ``(D, H, W)`` in 3D.
+* A dense displacement field (DDF) ``u`` has shape ``(B, ndim, *S)`` in **voxel units**; channel ``k`` is
+  the displacement along array axis ``k`` (axis ``k`` of ``S``).
+* The transform is ``phi(x) = x + u(x)`` over array indices ``x``; warping samples the moving image there:
+  ``warped(x) = moving(x + u(x))``. A zero field therefore returns the input exactly.
+* Sampling uses :func:`torch.nn.functional.grid_sample` with ``align_corners=True``: array index ``i`` of an
+  axis of length ``n`` sits at normalised coordinate ``-1 + 2 i / (n - 1)``, and the grid's last dimension
+  lists the axes in reverse order (``x`` = last array axis first), as ``grid_sample`` expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_vmorph.validation import check_field, check_finite, check_spatial_tensor
+
+__all__ = ["SpatialTransformer", "identity_grid", "linear_mode", "warp"]
+
+_MODES = {"bilinear": "bilinear", "linear": "bilinear", "trilinear": "bilinear", "nearest": "nearest",
+          "bicubic": "bicubic"}
+_PADDING_MODES = ("zeros", "border", "reflection")
+
+
+def linear_mode(spatial_dims: int) -> str:
+    """The :func:`torch.nn.functional.interpolate` mode for linear interpolation in ``spatial_dims`` dims."""
+    return {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial_dims]
+
+
+def identity_grid(
+    spatial_shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The identity sampling grid for ``grid_sample(..., align_corners=True)``.
+
+    Args:
+        spatial_shape: ``S``, the spatial shape of the images to sample.
+        device: device of the grid.
+        dtype: dtype of the grid.
+
+    Returns:
+        Tensor of shape ``(1, *S, ndim)`` with normalised coordinates in ``[-1, 1]``, last axis reversed.
+    """
+    ndim = len(spatial_shape)
+    # reduced-precision grids are built in float32 and rounded once
+    work_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    theta = torch.eye(ndim, ndim + 1, device=device, dtype=work_dtype).unsqueeze(0)
+    grid = F.affine_grid(theta, [1, 1, *spatial_shape], align_corners=True)
+    return grid.to(dtype)
+
+
+def _sampling_grid(ddf: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+    """Normalised sampling grid ``(B, *S, ndim)`` for ``x + ddf(x)`` (no checks)."""
+    spatial_shape = ddf.shape[2:]
+    if identity is None:
+        identity = identity_grid(spatial_shape, ddf.device, ddf.dtype)
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)], device=ddf.device, dtype=ddf.dtype)
+    return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), scale)
+
+
+def _warp(
+    image: torch.Tensor,
+    ddf: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    identity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`warp` without argument checks, for internal loops (integration) on validated tensors."""
+    grid = _sampling_grid(ddf, identity)
+    if grid.dtype != image.dtype:
+        grid = grid.to(image.dtype)
+    if grid.shape[0] != image.shape[0]:
+        batch = max(grid.shape[0], image.shape[0])
+        grid = grid.expand(batch, *grid.shape[1:])
+        image = image.expand(batch, *image.shape[1:])
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def warp(
+    image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """Sample ``image`` at ``x + ddf(x)`` (see the module docstring for the convention).
+
+    Args:
+        image: ``(B, C, *S)`` image. Floating point; integer label maps are accepted with ``mode="nearest"``
+            and returned with their integer dtype.
+        ddf: ``(B, ndim, *S)`` displacement in voxel units, channel ``k`` along array axis ``k``.
+            A batch of 1 on either side is broadcast against the other.
+        mode: ``"bilinear"`` (``"linear"``/``"trilinear"`` are aliases; linear in 2D and 3D), ``"nearest"``
+            for label maps, or ``"bicubic"`` (2D only).
+        padding_mode: value outside the image: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Returns:
+        The warped image, ``(B, C, *S)``, same dtype as ``image``.
+    """
+    ndim = check_spatial_tensor(image, "image")
+    check_field(ddf, "ddf", spatial_shape=image.shape[2:])
+    if image.shape[0] != ddf.shape[0] and 1 not in (image.shape[0], ddf.shape[0]):
+        raise ValueError(
+            f"image and ddf must have the same batch size (or one of them 1), "
+            f"got {image.shape[0]} and {ddf.shape[0]}."
+        )
+    grid_mode = _check_mode(mode, ndim)
+    _check_padding_mode(padding_mode)
+    if image.is_floating_point():
+        return _warp(image, ddf, grid_mode, padding_mode)
+    if grid_mode != "nearest" or image.dtype == torch.bool or image.is_complex():
+        raise ValueError(
+            f"image has dtype {image.dtype}; interpolating it needs a floating-point image, "
+            f"or mode='nearest' for an integer label map (got mode={mode!r})."
+        )
+    # integers up to 2**24 are exact in float32; wider integer types go through float64
+    work_dtype = torch.float64 if image.dtype in (torch.int32, torch.int64) else torch.float32
+    out = _warp(image.to(work_dtype), ddf.to(work_dtype), "nearest", padding_mode)
+    return out.round().to(image.dtype)
+
+
+def _check_mode(mode: str, ndim: int) -> str:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+    if _MODES[mode] == "bicubic" and ndim != 2:
+        raise ValueError(f"mode='bicubic' is only available in 2D, got a {ndim}D image; use 'bilinear'.")
+    return _MODES[mode]
+
+
+def _check_padding_mode(padding_mode: str) -> None:
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}.")
+
+
+class SpatialTransformer(nn.Module):
+    """Warp images by dense displacement fields; a thin module around :func:`warp`.
+
+    MONAI's :class:`monai.networks.blocks.Warp` rebuilds and caches a voxel-index grid on the module (shared
+    mutable state, not safe across devices/dtypes) and defaults to ``border`` padding; this module keeps no
+    state, accepts integer label maps with ``mode="nearest"``, and checks its inputs with clear errors.
+
+    Args:
+        mode: interpolation, ``"bilinear"`` (linear in 2D and 3D), ``"nearest"`` or ``"bicubic"`` (2D).
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+        check_finite: raise a ``ValueError`` when the image or field holds NaN/inf (one reduction each).
+    """
+
+    def __init__(self, mode: str = "bilinear", padding_mode: str = "zeros", check_finite: bool = True) -> None:
+        super().__init__()
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+        _check_padding_mode(padding_mode)
+        self.mode = mode
+        self.padding_mode = padding_mode
+        self.check_finite = check_finite
+
+    def forward(self, image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+        """Warp ``image`` ``(B, C, *S)`` by ``ddf`` ``(B, ndim, *S)`` (voxel units); returns ``(B, C, *S)``."""
+        if self.check_finite and isinstance(image, torch.Tensor) and isinstance(ddf, torch.Tensor):
+            check_finite(image, "image")
+            check_finite(ddf, "ddf")
+        return warp(image, ddf, self.mode, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, padding_mode={self.padding_mode!r}"

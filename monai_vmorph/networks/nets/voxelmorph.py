@@ -1,0 +1,199 @@
+"""VoxelMorph: a backbone predicts a (velocity) field from a (moving, fixed) pair, which is integrated and used
+to warp the moving image. Fields follow the convention of :mod:`monai_vmorph.networks.blocks.warp`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_vmorph.networks.blocks.integrate import integrate_velocity
+from monai_vmorph.networks.blocks.resize import resize_field
+from monai_vmorph.networks.blocks.warp import _check_mode, _check_padding_mode, _MODES, _warp
+from monai_vmorph.networks.nets.double_conv_unet import DoubleConvUNet
+from monai_vmorph.networks.nets.voxelmorph_unet import VoxelMorphUNet
+from monai_vmorph.validation import (
+    check_finite,
+    check_floating,
+    check_same_shape,
+    check_spatial_tensor,
+)
+
+__all__ = ["BACKBONES", "RegistrationResult", "VoxelMorph"]
+
+#: Backbones selectable by name: the paper's UNet and the seed blog post's BatchNorm UNet.
+BACKBONES: dict[str, type[nn.Module]] = {"voxelmorph": VoxelMorphUNet, "doubleconv": DoubleConvUNet}
+
+
+class RegistrationResult(NamedTuple):
+    """What :class:`VoxelMorph` returns, whatever its flags.
+
+    Attributes:
+        warped: ``(B, C, *S)`` the moving image warped onto the fixed image.
+        ddf: ``(B, ndim, *S)`` displacement (voxel units) with ``warped(x) = moving(x + ddf(x))``.
+        velocity: ``(B, ndim, *S_int)`` the backbone's field before integration, on the grid padded to the
+            backbone's divisor and downsampled by ``int_downsize`` (voxel units of that grid). The smoothness
+            loss is applied to it (voxelmorph's ``preint_flow``). Equals the field integrated into ``ddf``.
+        warped_fixed: ``(B, C, *S)`` the fixed image warped onto the moving image (bidirectional), else ``None``.
+        inverse_ddf: ``(B, ndim, *S)`` displacement of the inverse transform (bidirectional), else ``None``.
+    """
+
+    warped: torch.Tensor
+    ddf: torch.Tensor
+    velocity: torch.Tensor
+    warped_fixed: torch.Tensor | None = None
+    inverse_ddf: torch.Tensor | None = None
+
+
+class VoxelMorph(nn.Module):
+    """Learned deformable registration of a moving image to a fixed image (2D or 3D).
+
+    ``forward(moving, fixed)`` concatenates the pair (moving first, as in voxelmorph and MONAI), pads it so the
+    backbone's downsampling divides the size, predicts a field, optionally resamples it to
+    ``1 / int_downsize`` resolution and integrates it by scaling and squaring (a diffeomorphism), resamples it
+    back, crops the padding and warps the moving image. Any input size works (e.g. 97×115×93).
+
+    Args:
+        spatial_dims: 2 or 3.
+        backbone: ``None`` or ``"voxelmorph"`` for :class:`VoxelMorphUNet` (the paper's architecture),
+            ``"doubleconv"`` for :class:`DoubleConvUNet` (the seed post's BatchNorm UNet), or any module
+            mapping ``(B, 2 * in_channels, *S)`` to ``(B, spatial_dims, *S)``.
+        integration_steps: scaling-and-squaring steps; ``0`` gives a plain (non-diffeomorphic) field.
+        int_downsize: the field is integrated at ``1 / int_downsize`` of the (padded) input resolution;
+            ``1`` integrates at full resolution.
+        bidirectional: also return the inverse field and the fixed image warped onto the moving one.
+        in_channels: channels of each of the moving and fixed images.
+        mode: interpolation used to warp the images (``"bilinear"`` or ``"nearest"``).
+        padding_mode: value outside the moving image when warping (``"zeros"``, ``"border"``, ``"reflection"``).
+        integration_padding_mode: extrapolation of the field during integration, see
+            :func:`~monai_vmorph.networks.blocks.integrate.integrate_velocity`.
+        pad_divisor: inputs are padded to a multiple of this; defaults to the backbone's ``divisor`` attribute
+            times ``int_downsize`` (or ``int_downsize`` for a backbone without one).
+        backbone_kwargs: keyword arguments for a backbone given by name (e.g. ``{"features": (32, 64)}``).
+        check_inputs: raise a ``ValueError`` on NaN/inf inputs (one reduction over each image).
+
+    Example::
+
+        net = VoxelMorph(spatial_dims=3)
+        out = net(moving=torch.rand(1, 1, 97, 115, 93), fixed=torch.rand(1, 1, 97, 115, 93))
+        out.warped.shape, out.ddf.shape  # (1, 1, 97, 115, 93), (1, 3, 97, 115, 93)
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        backbone: str | nn.Module | None = None,
+        integration_steps: int = 7,
+        int_downsize: int = 2,
+        bidirectional: bool = False,
+        in_channels: int = 1,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        integration_padding_mode: str = "border",
+        pad_divisor: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        for name, value, low in (("integration_steps", integration_steps, 0), ("int_downsize", int_downsize, 1),
+                                 ("in_channels", in_channels, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+        _check_mode(mode, spatial_dims)
+        _check_padding_mode(padding_mode)
+        _check_padding_mode(integration_padding_mode)
+        self.spatial_dims = spatial_dims
+        self.integration_steps = integration_steps
+        self.int_downsize = int_downsize
+        self.bidirectional = bool(bidirectional)
+        self.in_channels = in_channels
+        self.mode = _MODES[mode]
+        self.padding_mode = padding_mode
+        self.integration_padding_mode = integration_padding_mode
+        self.check_inputs = check_inputs
+        self.backbone = self._build_backbone(backbone, backbone_kwargs or {})
+        if pad_divisor is None:
+            pad_divisor = math.lcm(int(getattr(self.backbone, "divisor", 1)), int_downsize)
+        if isinstance(pad_divisor, bool) or not isinstance(pad_divisor, int) or pad_divisor < 1:
+            raise ValueError(f"pad_divisor must be an int >= 1, got {pad_divisor!r}.")
+        self.pad_divisor = pad_divisor
+
+    def _build_backbone(self, backbone: str | nn.Module | None, kwargs: dict[str, Any]) -> nn.Module:
+        if isinstance(backbone, nn.Module):
+            if kwargs:
+                raise ValueError("backbone_kwargs is only used with a backbone given by name, got a module.")
+            return backbone
+        name = "voxelmorph" if backbone is None else backbone
+        if name not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or an nn.Module, got {backbone!r}.")
+        return BACKBONES[name](spatial_dims=self.spatial_dims, in_channels=2 * self.in_channels, **kwargs)
+
+    @property
+    def diffeomorphic(self) -> bool:
+        """Whether the field is integrated (``integration_steps > 0``)."""
+        return self.integration_steps > 0
+
+    def _check_pair(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
+        for name, image in (("moving", moving), ("fixed", fixed)):
+            check_spatial_tensor(image, name, self.spatial_dims)
+            check_floating(image, name)
+            if image.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"{name} must have {self.in_channels} channel(s) (in_channels), got shape {tuple(image.shape)}."
+                )
+        check_same_shape(moving, fixed, "moving", "fixed")
+        if self.check_inputs:
+            check_finite(moving, "moving")
+            check_finite(fixed, "fixed")
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationResult:
+        """Register ``moving`` to ``fixed``.
+
+        Args:
+            moving: ``(B, in_channels, *S)`` floating-point image.
+            fixed: ``(B, in_channels, *S)`` floating-point image on the same grid.
+
+        Returns:
+            A :class:`RegistrationResult`; ``warped_fixed`` and ``inverse_ddf`` are ``None`` unless bidirectional.
+        """
+        self._check_pair(moving, fixed)
+        shape = tuple(moving.shape[2:])
+        padded_shape = tuple(math.ceil(n / self.pad_divisor) * self.pad_divisor for n in shape)
+        pad = [p for n, m in zip(reversed(shape), reversed(padded_shape), strict=True) for p in (0, m - n)]
+        x = torch.cat([moving, fixed], dim=1)
+        if any(pad):
+            x = F.pad(x, pad)
+        field = self.backbone(x)
+        expected = (x.shape[0], self.spatial_dims, *padded_shape)
+        if tuple(field.shape) != expected:
+            raise ValueError(f"the backbone must return a field of shape {expected}, got {tuple(field.shape)}.")
+
+        int_shape = tuple(n // self.int_downsize for n in padded_shape)
+        velocity = resize_field(field, int_shape)
+        ddf = self._to_ddf(velocity, padded_shape, shape)
+        warped = _warp(moving, ddf, self.mode, self.padding_mode)
+        if not self.bidirectional:
+            return RegistrationResult(warped=warped, ddf=ddf, velocity=velocity)
+        inverse_ddf = self._to_ddf(-velocity, padded_shape, shape)
+        warped_fixed = _warp(fixed, inverse_ddf, self.mode, self.padding_mode)
+        return RegistrationResult(warped, ddf, velocity, warped_fixed, inverse_ddf)
+
+    def _to_ddf(self, velocity: torch.Tensor, padded_shape: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+        """Integrate, resample to the padded input grid and crop to the input grid."""
+        ddf = integrate_velocity(velocity, self.integration_steps, self.integration_padding_mode)
+        ddf = resize_field(ddf, padded_shape)
+        if padded_shape != shape:
+            ddf = ddf[(..., *(slice(0, n) for n in shape))]
+        return ddf
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, integration_steps={self.integration_steps}, "
+            f"int_downsize={self.int_downsize}, bidirectional={self.bidirectional}, pad_divisor={self.pad_divisor}"
+        )

@@ -1,0 +1,106 @@
+"""The UNet of the VoxelMorph paper (Balakrishnan et al., IEEE TMI 2019), for any ``spatial_dims``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.layers import Conv, Pool
+from torch import nn
+
+__all__ = ["VoxelMorphUNet"]
+
+LEAKY_RELU_0_2 = ("leakyrelu", {"negative_slope": 0.2})
+
+
+def conv_act(spatial_dims: int, in_channels: int, out_channels: int, act: str | tuple = LEAKY_RELU_0_2) -> Convolution:
+    """3×3(×3) convolution, stride 1, followed by an activation (VoxelMorph's ``ConvBlock``)."""
+    return Convolution(spatial_dims, in_channels, out_channels, kernel_size=3, act=act, norm=None, adn_ordering="A")
+
+
+class VoxelMorphUNet(nn.Module):
+    """The VoxelMorph UNet: predicts a ``spatial_dims``-channel field from a concatenated image pair.
+
+    The default is the paper's architecture (the voxelmorph package's ``vm2`` features):
+
+    * encoder: one conv + LeakyReLU(0.2) per level at 16, 32, 32, 32 channels, each followed by 2× max pooling;
+    * decoder: one conv per level at 32, 32, 32, 32 channels, each followed by 2× nearest upsampling and
+      concatenation with the encoder's skip at that resolution;
+    * the remaining decoder channels (32, 16, 16) as convs at full resolution;
+    * a flow head: 3×3(×3) conv to ``out_channels`` with weights from N(0, 1e-5²) and zero bias, so an
+      untrained model predicts an almost-zero field.
+
+    Inputs must be divisible by :attr:`divisor` (``2 ** len(encoder_channels)``); :class:`VoxelMorph` pads them.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: channels of the concatenated (moving, fixed) input, 2 for single-channel images.
+        out_channels: channels of the predicted field; defaults to ``spatial_dims``.
+        encoder_channels: output channels of the conv at each encoder level.
+        decoder_channels: output channels of the decoder convs; the first ``len(encoder_channels)`` are one per
+            level, any further ones are extra convs at full resolution.
+        act: activation of every conv block (MONAI ``get_act_layer`` spec).
+        flow_init_std: standard deviation of the flow head's initial weights.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 2,
+        out_channels: int | None = None,
+        encoder_channels: Sequence[int] = (16, 32, 32, 32),
+        decoder_channels: Sequence[int] = (32, 32, 32, 32, 32, 16, 16),
+        act: str | tuple = LEAKY_RELU_0_2,
+        flow_init_std: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        levels = len(encoder_channels)
+        if levels < 1 or len(decoder_channels) < levels:
+            raise ValueError(
+                f"need at least one encoder level and as many decoder channels as encoder levels, got "
+                f"encoder_channels={tuple(encoder_channels)}, decoder_channels={tuple(decoder_channels)}."
+            )
+        self.spatial_dims = spatial_dims
+        self.divisor = 2**levels
+        out_channels = spatial_dims if out_channels is None else out_channels
+
+        self.encoder = nn.ModuleList()
+        skip_channels = []
+        prev = in_channels
+        for ch in encoder_channels:
+            self.encoder.append(conv_act(spatial_dims, prev, ch, act))
+            skip_channels.append(ch)
+            prev = ch
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+
+        self.decoder = nn.ModuleList()
+        for ch, skip in zip(decoder_channels[:levels], reversed(skip_channels), strict=True):
+            self.decoder.append(conv_act(spatial_dims, prev, ch, act))
+            prev = ch + skip
+
+        self.full_res = nn.ModuleList()
+        for ch in decoder_channels[levels:]:
+            self.full_res.append(conv_act(spatial_dims, prev, ch, act))
+            prev = ch
+
+        self.flow = Conv[Conv.CONV, spatial_dims](prev, out_channels, kernel_size=3, padding=1)
+        nn.init.normal_(self.flow.weight, mean=0.0, std=flow_init_std)
+        nn.init.zeros_(self.flow.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, in_channels, *S)`` to a field ``(B, out_channels, *S)``; ``S`` divisible by ``divisor``."""
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        for block in self.decoder:
+            x = block(x)
+            x = torch.cat([self.upsample(x), skips.pop()], dim=1)
+        for block in self.full_res:
+            x = block(x)
+        return self.flow(x)
