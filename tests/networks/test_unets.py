@@ -1,0 +1,114 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_vmorph.networks import DoubleConvUNet, VoxelMorph, VoxelMorphUNet
+
+
+def test_voxelmorph_unet_has_the_paper_parameter_count():
+    # hand count, 3D, k = 27 weights per in/out channel pair (+ bias):
+    # encoder 2->16, 16->32, 32->32, 32->32; decoder 32->32, (32+32)->32 x3; full-res (32+16)->32, 32->16,
+    # 16->16; flow 16->3
+    convs = [(2, 16), (16, 32), (32, 32), (32, 32), (32, 32), (64, 32), (64, 32), (64, 32), (48, 32), (32, 16),
+             (16, 16), (16, 3)]
+    expected = sum(i * o * 27 + o for i, o in convs)
+    assert expected == 327_331
+    assert sum(p.numel() for p in VoxelMorphUNet(3).parameters()) == expected
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_voxelmorph_unet_shapes_activation_and_flow_init(ndim):
+    net = VoxelMorphUNet(ndim)
+    assert net.divisor == 16
+    acts = [m for m in net.modules() if isinstance(m, nn.LeakyReLU)]
+    assert len(acts) == 11 and all(a.negative_slope == 0.2 for a in acts)
+    assert net.flow.weight.std().item() == pytest.approx(1e-5, rel=0.2)
+    assert net.flow.bias.abs().max() == 0
+    out = net(torch.rand(2, 2, *([16] * ndim)))
+    assert out.shape == (2, ndim, *([16] * ndim))
+    assert 0 < out.abs().max() < 1e-3
+
+
+class _SeedDoubleConv(nn.Module):
+    """The seed post's DoubleConv, as published (reference for the reproduction test)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+        )
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _SeedUnet(nn.Module):
+    """The seed post's 2D UNet, as published."""
+
+    def __init__(self, in_channels=2, out_channels=2, features=(64, 128, 256, 512)):
+        super().__init__()
+        self.ups, self.downs = nn.ModuleList(), nn.ModuleList()
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        for feature in features:
+            self.downs.append(_SeedDoubleConv(in_channels, feature))
+            in_channels = feature
+        for feature in reversed(features):
+            self.ups.append(nn.ConvTranspose2d(2 * feature, feature, kernel_size=2, stride=2))
+            self.ups.append(_SeedDoubleConv(feature * 2, feature))
+        self.botleneck = _SeedDoubleConv(features[-1], features[-1] * 2)
+        self.final_conv = nn.Conv2d(features[0], out_channels, kernel_size=1)
+
+    def forward(self, x):
+        skips = []
+        for down in self.downs:
+            x = down(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.botleneck(x)
+        skips = skips[::-1]
+        for idx in range(0, len(self.ups), 2):
+            x = self.ups[idx](x)
+            x = self.ups[idx + 1](torch.cat((skips[idx // 2], x), dim=1))
+        return self.final_conv(x)
+
+
+def test_seed_model_is_reproduced_by_the_doubleconv_backbone():
+    torch.manual_seed(0)
+    seed = _SeedUnet(features=(8, 16, 32, 64))
+    net = VoxelMorph(2, backbone="doubleconv", integration_steps=0, int_downsize=1,
+                     backbone_kwargs={"features": (8, 16, 32, 64)})
+    ours = net.backbone
+    pairs = [(seed.downs[i], ours.encoder[i]) for i in range(4)] + [(seed.botleneck, ours.bottleneck)]
+    pairs += [(seed.ups[2 * i], ours.upsamples[i]) for i in range(4)]
+    pairs += [(seed.ups[2 * i + 1], ours.decoder[i]) for i in range(4)] + [(seed.final_conv, ours.head)]
+    for theirs, mine in pairs:
+        src, dst = theirs.state_dict(), mine.state_dict()
+        assert [v.shape for v in src.values()] == [v.shape for v in dst.values()]
+        mine.load_state_dict(dict(zip(dst, src.values(), strict=True)))
+    assert sum(p.numel() for p in seed.parameters()) == sum(p.numel() for p in ours.parameters())
+    full = _SeedUnet()
+    assert sum(p.numel() for p in full.parameters()) == sum(p.numel() for p in DoubleConvUNet(2).parameters())
+
+    moving, fixed = torch.rand(2, 1, 32, 48), torch.rand(2, 1, 32, 48)
+    for mode in (True, False):  # training (batch statistics) and eval (running statistics)
+        seed.train(mode), net.train(mode)
+        flow = seed(torch.cat([moving, fixed], dim=1))  # our pair order: moving first
+        out = net(moving, fixed)
+        torch.testing.assert_close(out.ddf, flow, rtol=1e-5, atol=1e-6)
+        # the seed warped with align_corners=False although its grid was normalised for True; we do not
+        grid = torch.stack(torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")) + flow
+        grid = torch.stack([grid[:, 1] / 47 * 2 - 1, grid[:, 0] / 31 * 2 - 1], dim=-1)
+        torch.testing.assert_close(out.warped, F.grid_sample(moving, grid, align_corners=True), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_doubleconv_unet_in_3d():
+    net = DoubleConvUNet(3, features=(4, 8))
+    assert net.divisor == 4
+    assert net(torch.rand(1, 2, 8, 12, 4)).shape == (1, 3, 8, 12, 4)
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 1"):
+        DoubleConvUNet(1)
+    with pytest.raises(ValueError, match="at least one encoder level"):
+        VoxelMorphUNet(3, encoder_channels=(16, 32), decoder_channels=(32,))
