@@ -73,9 +73,7 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """Check that two tensors have identical shapes."""
     if a.shape != b.shape:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}."
-        )
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
 
 
 def check_field(ddf: torch.Tensor, name: str = "ddf", spatial_shape: Sequence[int] | None = None) -> int:

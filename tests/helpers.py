@@ -27,9 +27,7 @@ def smooth_random_field(shape, magnitude, seed=0, dtype=torch.float64) -> torch.
     scaled so that the largest component is ``magnitude`` voxels."""
     gen = torch.Generator().manual_seed(seed)
     ndim = len(shape)
-    x = index_grid(shape, dtype) / torch.tensor([max(n - 1, 1) for n in shape], dtype=dtype).view(
-        ndim, *([1] * ndim)
-    )
+    x = index_grid(shape, dtype) / torch.tensor([max(n - 1, 1) for n in shape], dtype=dtype).view(ndim, *([1] * ndim))
     field = torch.zeros(ndim, *shape, dtype=dtype)
     for k in range(ndim):
         for _ in range(3):

@@ -11,7 +11,13 @@ from monai_vmorph.networks.blocks import (
     resize_field,
     warp,
 )
-from monai_vmorph.networks.nets import BACKBONES, DoubleConvUNet, RegistrationResult, VoxelMorph, VoxelMorphUNet
+from monai_vmorph.networks.nets import (
+    BACKBONES,
+    DoubleConvUNet,
+    RegistrationResult,
+    VoxelMorph,
+    VoxelMorphUNet,
+)
 
 __all__ = [
     "BACKBONES",

@@ -10,8 +10,20 @@ def test_voxelmorph_unet_has_the_paper_parameter_count():
     # hand count, 3D, k = 27 weights per in/out channel pair (+ bias):
     # encoder 2->16, 16->32, 32->32, 32->32; decoder 32->32, (32+32)->32 x3; full-res (32+16)->32, 32->16,
     # 16->16; flow 16->3
-    convs = [(2, 16), (16, 32), (32, 32), (32, 32), (32, 32), (64, 32), (64, 32), (64, 32), (48, 32), (32, 16),
-             (16, 16), (16, 3)]
+    convs = [
+        (2, 16),
+        (16, 32),
+        (32, 32),
+        (32, 32),
+        (32, 32),
+        (64, 32),
+        (64, 32),
+        (64, 32),
+        (48, 32),
+        (32, 16),
+        (16, 16),
+        (16, 3),
+    ]
     expected = sum(i * o * 27 + o for i, o in convs)
     assert expected == 327_331
     assert sum(p.numel() for p in VoxelMorphUNet(3).parameters()) == expected
@@ -36,8 +48,12 @@ class _SeedDoubleConv(nn.Module):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
         )
 
     def forward(self, x):
@@ -77,8 +93,13 @@ class _SeedUnet(nn.Module):
 def test_seed_model_is_reproduced_by_the_doubleconv_backbone():
     torch.manual_seed(0)
     seed = _SeedUnet(features=(8, 16, 32, 64))
-    net = VoxelMorph(2, backbone="doubleconv", integration_steps=0, int_downsize=1,
-                     backbone_kwargs={"features": (8, 16, 32, 64)})
+    net = VoxelMorph(
+        2,
+        backbone="doubleconv",
+        integration_steps=0,
+        int_downsize=1,
+        backbone_kwargs={"features": (8, 16, 32, 64)},
+    )
     ours = net.backbone
     pairs = [(seed.downs[i], ours.encoder[i]) for i in range(4)] + [(seed.botleneck, ours.bottleneck)]
     pairs += [(seed.ups[2 * i], ours.upsamples[i]) for i in range(4)]
@@ -100,8 +121,7 @@ def test_seed_model_is_reproduced_by_the_doubleconv_backbone():
         # the seed warped with align_corners=False although its grid was normalised for True; we do not
         grid = torch.stack(torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")) + flow
         grid = torch.stack([grid[:, 1] / 47 * 2 - 1, grid[:, 0] / 31 * 2 - 1], dim=-1)
-        torch.testing.assert_close(out.warped, F.grid_sample(moving, grid, align_corners=True), rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(out.warped, F.grid_sample(moving, grid, align_corners=True), rtol=1e-5, atol=1e-5)
 
 
 def test_doubleconv_unet_in_3d():

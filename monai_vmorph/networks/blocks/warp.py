@@ -24,8 +24,13 @@ from monai_vmorph.validation import check_field, check_finite, check_spatial_ten
 
 __all__ = ["SpatialTransformer", "identity_grid", "linear_mode", "warp"]
 
-_MODES = {"bilinear": "bilinear", "linear": "bilinear", "trilinear": "bilinear", "nearest": "nearest",
-          "bicubic": "bicubic"}
+_MODES = {
+    "bilinear": "bilinear",
+    "linear": "bilinear",
+    "trilinear": "bilinear",
+    "nearest": "nearest",
+    "bicubic": "bicubic",
+}
 _PADDING_MODES = ("zeros", "border", "reflection")
 
 
@@ -82,9 +87,7 @@ def _warp(
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def warp(
-    image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
-) -> torch.Tensor:
+def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros") -> torch.Tensor:
     """Sample ``image`` at ``x + ddf(x)`` (see the module docstring for the convention).
 
     Args:
@@ -103,8 +106,7 @@ def warp(
     check_field(ddf, "ddf", spatial_shape=image.shape[2:])
     if image.shape[0] != ddf.shape[0] and 1 not in (image.shape[0], ddf.shape[0]):
         raise ValueError(
-            f"image and ddf must have the same batch size (or one of them 1), "
-            f"got {image.shape[0]} and {ddf.shape[0]}."
+            f"image and ddf must have the same batch size (or one of them 1), got {image.shape[0]} and {ddf.shape[0]}."
         )
     grid_mode = _check_mode(mode, ndim)
     _check_padding_mode(padding_mode)

@@ -17,10 +17,24 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
         super().__init__(
-            Convolution(spatial_dims, in_channels, out_channels, bias=False, norm="batch", act="relu",
-                        adn_ordering="NA"),
-            Convolution(spatial_dims, out_channels, out_channels, bias=False, norm="batch", act="relu",
-                        adn_ordering="NA"),
+            Convolution(
+                spatial_dims,
+                in_channels,
+                out_channels,
+                bias=False,
+                norm="batch",
+                act="relu",
+                adn_ordering="NA",
+            ),
+            Convolution(
+                spatial_dims,
+                out_channels,
+                out_channels,
+                bias=False,
+                norm="batch",
+                act="relu",
+                adn_ordering="NA",
+            ),
         )
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
-from monai_vmorph.networks.blocks.warp import _check_mode, _check_padding_mode, _MODES, _warp
+from monai_vmorph.networks.blocks.warp import _MODES, _check_mode, _check_padding_mode, _warp
 from monai_vmorph.networks.nets.double_conv_unet import DoubleConvUNet
 from monai_vmorph.networks.nets.voxelmorph_unet import VoxelMorphUNet
 from monai_vmorph.validation import (
@@ -101,8 +101,11 @@ class VoxelMorph(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
-        for name, value, low in (("integration_steps", integration_steps, 0), ("int_downsize", int_downsize, 1),
-                                 ("in_channels", in_channels, 1)):
+        for name, value, low in (
+            ("integration_steps", integration_steps, 0),
+            ("int_downsize", int_downsize, 1),
+            ("in_channels", in_channels, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
         _check_mode(mode, spatial_dims)
