@@ -50,8 +50,9 @@ def _one_hot_chunks(
     ndim = pred.dim() - 2
     for start in range(0, len(labels), _LABEL_CHUNK):
         chunk = labels[start : start + _LABEL_CHUNK]
-        values = torch.tensor(chunk, device=pred.device).reshape(1, len(chunk), *([1] * ndim))
-        yield pred == values.to(pred.dtype), target == values.to(target.dtype)
+        # int64 values: type promotion compares in a dtype that holds both (no uint8/bool wrap-around)
+        values = torch.tensor(chunk, dtype=torch.int64, device=pred.device).reshape(1, len(chunk), *([1] * ndim))
+        yield pred == values, target == values
 
 
 def label_dice(

@@ -48,6 +48,7 @@ class _FixedField(torch.nn.Module):
         return self.field.expand(x.shape[0], *self.field.shape[1:])
 
 
+@pytest.mark.filterwarnings("ignore:monai.networks.blocks.Warp")
 def test_half_resolution_integration_is_right_where_monai_half_res_is_not():
     """Integrate a rotation velocity at half resolution; compare the full-resolution DDF with exp(W)."""
     shape = (24, 24, 4)
