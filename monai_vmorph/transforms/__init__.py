@@ -1,0 +1,14 @@
+"""MONAI dictionary transforms for registration pairs: preprocessing, joint augmentation, synthetic pairs."""
+
+from monai_vmorph.transforms.augmentation import pair_augmentation
+from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd, registration_preprocessing
+from monai_vmorph.transforms.synthetic import RandSmoothDeformd, RandSyntheticPaird, random_smooth_field
+
+__all__ = [
+    "EnsureSpatialDimsd",
+    "RandSmoothDeformd",
+    "RandSyntheticPaird",
+    "pair_augmentation",
+    "random_smooth_field",
+    "registration_preprocessing",
+]
