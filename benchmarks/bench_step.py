@@ -89,7 +89,9 @@ def main() -> None:
                 if round_ > 0:  # round 0 warms up
                     times.setdefault((name, kind), []).append(time.perf_counter() - start)
 
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"# input {args.batch}x1x{'x'.join(map(str, size))}, median of {args.rounds} rounds")
     ref = "monai VoxelMorph (default)"
     print("| model | params | train step (s) | ratio | inference (s) | ratio |")
