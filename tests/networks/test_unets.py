@@ -29,6 +29,15 @@ def test_voxelmorph_unet_has_the_paper_parameter_count():
     assert sum(p.numel() for p in VoxelMorphUNet(3).parameters()) == expected
 
 
+def test_half_res_unet_drops_the_last_skip_and_predicts_at_half_size():
+    # as the paper UNet, but the first final conv sees 32 channels (no full-resolution skip) instead of 48
+    net = VoxelMorphUNet(3, half_res=True)
+    assert sum(p.numel() for p in net.parameters()) == 327_331 - (48 - 32) * 32 * 27
+    assert net.output_stride == 2
+    assert net(torch.rand(1, 2, 32, 16, 48)).shape == (1, 3, 16, 8, 24)
+    assert VoxelMorphUNet(2, half_res=True)(torch.rand(1, 2, 32, 16)).shape == (1, 2, 16, 8)
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_voxelmorph_unet_shapes_activation_and_flow_init(ndim):
     net = VoxelMorphUNet(ndim)

@@ -56,6 +56,17 @@ def test_plain_field_is_the_backbone_output_cropped():
     torch.testing.assert_close(half(moving, moving).ddf, expected)
 
 
+def test_half_resolution_backbone_field_is_integrated_as_is():
+    """A backbone with output_stride 2 predicts the velocity at the integration resolution directly."""
+    field = smooth_random_field((8, 8), 1.5, dtype=torch.float32)
+    backbone = _FixedField(field)
+    backbone.output_stride = 2
+    net = VoxelMorph(2, backbone=backbone, integration_steps=0, int_downsize=2, pad_divisor=16)
+    out = net(torch.rand(1, 1, 13, 10), torch.rand(1, 1, 13, 10))
+    torch.testing.assert_close(out.velocity, field, rtol=0, atol=0)
+    torch.testing.assert_close(out.ddf, resize_field(field, (16, 16))[:, :, :13, :10])
+
+
 def test_integer_translation_through_the_full_model():
     shape = (12, 9, 10)
     field = torch.zeros(1, 3, 16, 16, 16)
@@ -91,6 +102,7 @@ def test_bidirectional_fields_are_inverse_consistent(ndim):
         (3, {"bidirectional": True}),
         (3, {"integration_steps": 0, "int_downsize": 1}),
         (2, {"backbone": "doubleconv", "backbone_kwargs": {"features": (4, 8)}}),
+        (3, {"backbone_kwargs": {"half_res": True}, "bidirectional": True}),
         (3, {"backbone": "doubleconv", "backbone_kwargs": {"features": (4, 8)}, "bidirectional": True}),
     ],
 )

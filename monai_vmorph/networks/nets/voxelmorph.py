@@ -61,7 +61,9 @@ class VoxelMorph(nn.Module):
         spatial_dims: 2 or 3.
         backbone: ``None`` or ``"voxelmorph"`` for :class:`VoxelMorphUNet` (the paper's architecture),
             ``"doubleconv"`` for :class:`DoubleConvUNet` (the seed post's BatchNorm UNet), or any module
-            mapping ``(B, 2 * in_channels, *S)`` to ``(B, spatial_dims, *S)``.
+            mapping ``(B, 2 * in_channels, *S)`` to ``(B, spatial_dims, *S / output_stride)``, where the
+            backbone's optional ``output_stride`` attribute (default 1) says at which resolution it predicts
+            (``backbone_kwargs={"half_res": True}`` makes the VoxelMorph UNet predict at half resolution).
         integration_steps: scaling-and-squaring steps; ``0`` gives a plain (non-diffeomorphic) field.
         int_downsize: the field is integrated at ``1 / int_downsize`` of the (padded) input resolution;
             ``1`` integrates at full resolution.
@@ -173,7 +175,8 @@ class VoxelMorph(nn.Module):
         if any(pad):
             x = F.pad(x, pad)
         field = self.backbone(x)
-        expected = (x.shape[0], self.spatial_dims, *padded_shape)
+        stride = int(getattr(self.backbone, "output_stride", 1))
+        expected = (x.shape[0], self.spatial_dims, *(n // stride for n in padded_shape))
         if tuple(field.shape) != expected:
             raise ValueError(f"the backbone must return a field of shape {expected}, got {tuple(field.shape)}.")
 

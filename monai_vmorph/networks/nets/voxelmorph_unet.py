@@ -27,11 +27,17 @@ class VoxelMorphUNet(nn.Module):
     * encoder: one conv + LeakyReLU(0.2) per level at 16, 32, 32, 32 channels, each followed by 2× max pooling;
     * decoder: one conv per level at 32, 32, 32, 32 channels, each followed by 2× nearest upsampling and
       concatenation with the encoder's skip at that resolution;
-    * the remaining decoder channels (32, 16, 16) as convs at full resolution;
+    * the remaining decoder channels (32, 16, 16) as convs at the output resolution (full resolution, or half
+      resolution with ``half_res``);
     * a flow head: 3×3(×3) conv to ``out_channels`` with weights from N(0, 1e-5²) and zero bias, so an
       untrained model predicts an almost-zero field.
 
     Inputs must be divisible by :attr:`divisor` (``2 ** len(encoder_channels)``); :class:`VoxelMorph` pads them.
+
+    ``half_res=True`` is voxelmorph's ``unet_half_res``: the last upsampling (and its skip connection) is skipped
+    and the final convs and the flow head run at half resolution, so the field comes out at half size
+    (:attr:`output_stride` 2). With ``int_downsize=2`` the field is integrated at half resolution anyway, and
+    this removes the full-resolution convolutions that dominate the cost (about 4x fewer FLOPs).
 
     Args:
         spatial_dims: 2 or 3.
@@ -42,6 +48,7 @@ class VoxelMorphUNet(nn.Module):
             level, any further ones are extra convs at full resolution.
         act: activation of every conv block (MONAI ``get_act_layer`` spec).
         flow_init_std: standard deviation of the flow head's initial weights.
+        half_res: predict the field at half resolution (see above).
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class VoxelMorphUNet(nn.Module):
         decoder_channels: Sequence[int] = (32, 32, 32, 32, 32, 16, 16),
         act: str | tuple = LEAKY_RELU_0_2,
         flow_init_std: float = 1e-5,
+        half_res: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -65,6 +73,9 @@ class VoxelMorphUNet(nn.Module):
             )
         self.spatial_dims = spatial_dims
         self.divisor = 2**levels
+        self._levels = levels
+        self.half_res = bool(half_res)
+        self.output_stride = 2 if self.half_res else 1
         out_channels = spatial_dims if out_channels is None else out_channels
 
         self.encoder = nn.ModuleList()
@@ -78,29 +89,37 @@ class VoxelMorphUNet(nn.Module):
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
 
         self.decoder = nn.ModuleList()
-        for ch, skip in zip(decoder_channels[:levels], reversed(skip_channels), strict=True):
+        for level, (ch, skip) in enumerate(zip(decoder_channels[:levels], reversed(skip_channels), strict=True)):
             self.decoder.append(conv_act(spatial_dims, prev, ch, act))
-            prev = ch + skip
+            prev = ch if self._stays(level) else ch + skip
 
-        self.full_res = nn.ModuleList()
+        self.final = nn.ModuleList()
         for ch in decoder_channels[levels:]:
-            self.full_res.append(conv_act(spatial_dims, prev, ch, act))
+            self.final.append(conv_act(spatial_dims, prev, ch, act))
             prev = ch
 
         self.flow = Conv[Conv.CONV, spatial_dims](prev, out_channels, kernel_size=3, padding=1)
         nn.init.normal_(self.flow.weight, mean=0.0, std=flow_init_std)
         nn.init.zeros_(self.flow.bias)
 
+    def _stays(self, level: int) -> bool:
+        """Whether decoder ``level`` keeps its resolution (the last one with ``half_res``)."""
+        return self.half_res and level == self._levels - 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, *S)`` to a field ``(B, out_channels, *S)``; ``S`` divisible by ``divisor``."""
+        """Map ``(B, in_channels, *S)`` to a field ``(B, out_channels, *S / output_stride)``.
+
+        ``S`` must be divisible by :attr:`divisor`.
+        """
         skips = []
         for block in self.encoder:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        for block in self.decoder:
+        for level, block in enumerate(self.decoder):
             x = block(x)
-            x = torch.cat([self.upsample(x), skips.pop()], dim=1)
-        for block in self.full_res:
+            if not self._stays(level):
+                x = torch.cat([self.upsample(x), skips.pop()], dim=1)
+        for block in self.final:
             x = block(x)
         return self.flow(x)
