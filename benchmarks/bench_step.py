@@ -48,12 +48,14 @@ def _inference(net: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor) 
     return run
 
 
-def _models(ndim: int) -> dict[str, tuple[torch.nn.Module, bool]]:
-    """name -> (model, channels_last)."""
+def _models(ndim: int) -> dict[str, torch.nn.Module]:
+    half = {"half_res": True}
     return {
-        "monai VoxelMorph (default)": (MonaiVoxelMorph(spatial_dims=ndim), False),
-        "ours (paper, int_downsize=2)": (VoxelMorph(ndim), False),
-        "ours, channels_last": (VoxelMorph(ndim), True),
+        "monai VoxelMorph (default)": MonaiVoxelMorph(spatial_dims=ndim),
+        "ours (paper, int_downsize=2)": VoxelMorph(ndim),
+        "ours, channels_last": VoxelMorph(ndim, channels_last=True),
+        "ours, half_res UNet": VoxelMorph(ndim, backbone_kwargs=half),
+        "ours, half_res UNet, channels_last": VoxelMorph(ndim, backbone_kwargs=half, channels_last=True),
     }
 
 
@@ -68,17 +70,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="monai.networks.blocks.Warp")
     torch.manual_seed(0)
     ndim, size = len(args.size), tuple(args.size)
-    memory_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
     moving, fixed = torch.rand(args.batch, 1, *size), torch.rand(args.batch, 1, *size)
 
     tasks = {}
-    for name, (net, channels_last) in _models(ndim).items():
-        m, f = moving, fixed
-        if channels_last:
-            net = net.to(memory_format=memory_format)
-            m, f = moving.contiguous(memory_format=memory_format), fixed.contiguous(memory_format=memory_format)
+    for name, net in _models(ndim).items():
         params = sum(p.numel() for p in net.parameters())
-        tasks[name] = (params, _train_step(net.train(), m, f), _inference(net, m, f))
+        tasks[name] = (params, _train_step(net.train(), moving, fixed), _inference(net, moving, fixed))
 
     times: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds + 1):

@@ -17,7 +17,7 @@ def test_bench_step_prints_a_table_with_ratios():
     )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| model | params")
-    assert len(rows) == 4
+    assert len(rows) == 6
     assert rows[1].split("|")[4].strip() == "1.00"  # MONAI is the reference row
 
 

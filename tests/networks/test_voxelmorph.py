@@ -119,6 +119,20 @@ def test_gradients_reach_every_parameter(ndim, kwargs):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_channels_last_gives_the_same_result(ndim):
+    torch.manual_seed(0)
+    plain = VoxelMorph(ndim, backbone_kwargs={"flow_init_std": 1.0})
+    fast = VoxelMorph(ndim, backbone_kwargs={"flow_init_std": 1.0}, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.backbone.flow.weight.is_contiguous(memory_format=fast._memory_format)
+    images = torch.rand(1, 1, *([20] * ndim)), torch.rand(1, 1, *([20] * ndim))
+    a, b = plain(*images), fast(*images)
+    assert a.ddf.abs().max() > 0.1
+    torch.testing.assert_close(b.ddf, a.ddf, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b.warped, a.warped, rtol=1e-4, atol=1e-4)
+
+
 def test_float64_and_multichannel_images():
     net = VoxelMorph(2, in_channels=3).double()
     out = net(torch.rand(1, 3, 16, 20, dtype=torch.float64), torch.rand(1, 3, 16, 20, dtype=torch.float64))
