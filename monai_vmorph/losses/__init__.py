@@ -6,14 +6,17 @@ raises :class:`ValueError` on malformed inputs.
 """
 
 from monai_vmorph.losses.dice import DiceLoss, one_hot_labels, soft_dice_loss
+from monai_vmorph.losses.registration import SIMILARITY_LOSSES, RegistrationLoss
 from monai_vmorph.losses.regularisation import GradLoss, gradient_loss
 from monai_vmorph.losses.similarity import LocalNCCLoss, MSELoss, local_ncc, mse
 
 __all__ = [
+    "SIMILARITY_LOSSES",
     "DiceLoss",
     "GradLoss",
     "LocalNCCLoss",
     "MSELoss",
+    "RegistrationLoss",
     "gradient_loss",
     "local_ncc",
     "mse",
