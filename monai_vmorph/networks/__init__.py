@@ -14,6 +14,7 @@ from monai_vmorph.networks.blocks import (
 from monai_vmorph.networks.nets import (
     BACKBONES,
     DoubleConvUNet,
+    PairInputNet,
     RegistrationResult,
     VoxelMorph,
     VoxelMorphUNet,
@@ -22,6 +23,7 @@ from monai_vmorph.networks.nets import (
 __all__ = [
     "BACKBONES",
     "DoubleConvUNet",
+    "PairInputNet",
     "RegistrationResult",
     "ResizeField",
     "SpatialTransformer",
