@@ -36,6 +36,7 @@ from monai_vmorph.data.keys import (
     NAME,
 )
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
+from monai_vmorph.networks.blocks.resize import field_scale_factors, resize_field
 from monai_vmorph.networks.blocks.warp import linear_mode, warp
 
 __all__ = ["RandSmoothDeformd", "RandSyntheticPaird", "random_smooth_field"]
@@ -69,15 +70,22 @@ def random_smooth_field(
         raise ValueError(f"max_displacement must be a finite number >= 0 (voxels), got {max_displacement!r}.")
     if not control_spacing >= 1:
         raise ValueError(f"control_spacing must be >= 1 voxel, got {control_spacing!r}.")
-    coarse = [max(2, math.ceil((n - 1) / control_spacing) + 1) for n in shape]
+    # The field only varies on the scale of control_spacing, so it is drawn, smoothed and integrated on a grid
+    # with a quarter of that spacing and then resampled (values rescaled) to the image grid: the same field
+    # at a fraction of the cost (64x fewer voxels for the default spacing in 3D).
+    step = max(1.0, control_spacing / 4.0)
+    work = [max(2, math.ceil((n - 1) / step) + 1) for n in shape]
+    coarse = [max(2, math.ceil((m - 1) / (control_spacing / step)) + 1) for m in work]
     noise = torch.randn((1, ndim, *coarse), generator=generator)
-    velocity = F.interpolate(noise, size=shape, mode=linear_mode(ndim), align_corners=True)
-    velocity = GaussianFilter(ndim, sigma=control_spacing / 4.0)(velocity)
+    velocity = F.interpolate(noise, size=work, mode=linear_mode(ndim), align_corners=True)
+    velocity = GaussianFilter(ndim, sigma=control_spacing / step / 4.0)(velocity)
     peak = velocity.abs().max()
     if max_displacement == 0 or peak == 0:
         return torch.zeros((1, ndim, *shape))
-    velocity = velocity * (max_displacement / peak)
-    return integrate_velocity(velocity, integration_steps)
+    # voxels of the image grid -> voxels of the working grid, per axis
+    to_work = torch.tensor(field_scale_factors(shape, work)).view(1, ndim, *([1] * ndim))
+    velocity = velocity * (max_displacement / peak) * to_work
+    return resize_field(integrate_velocity(velocity, integration_steps), shape)
 
 
 class _RandFieldMixin(Randomizable):
