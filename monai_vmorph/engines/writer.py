@@ -20,7 +20,7 @@ class RegistrationWriter:
 
     Both files carry the affine of the (preprocessed) fixed image, so they overlay it in any viewer. The
     DDF file holds ``(*S, ndim)`` voxel displacements in the package convention (component ``k`` along array
-    axis ``k`` of that grid); ``monai-vmorph register`` converts fields to ITK's physical LPS convention.
+    axis ``k`` of that grid), not an ITK displacement field in physical LPS millimetres.
     Existing files are never replaced unless ``overwrite=True``; the check runs before anything is written.
 
     Args:
