@@ -9,6 +9,8 @@ The checks only read tensor metadata, except :func:`check_finite`, which reduces
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +20,7 @@ __all__ = [
     "check_field",
     "check_finite",
     "check_floating",
+    "check_label_values",
     "check_same_shape",
     "check_spatial_tensor",
 ]
@@ -99,3 +102,35 @@ def check_field(ddf: torch.Tensor, name: str = "ddf", spatial_shape: Sequence[in
             f"{name} must have spatial shape {tuple(spatial_shape)} (the image's), got {tuple(ddf.shape[2:])}."
         )
     return ndim
+
+
+def check_label_values(labels: Sequence[int]) -> list[int]:
+    """Check a non-empty sequence of distinct integral label values (e.g. ``[1, 2]`` or ``[2001, 2002]``).
+
+    Args:
+        labels: the label values, as Python/NumPy numbers or a 1D tensor.
+
+    Returns:
+        The labels as a list of Python ints, in the given order.
+    """
+    if isinstance(labels, torch.Tensor):
+        labels = labels.reshape(-1).tolist()
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise ValueError(f"labels must be a non-empty sequence of integer label values, got {labels!r}.")
+    values = list(labels)
+    if len(values) == 0:
+        raise ValueError("labels must be a non-empty sequence of integer label values, got an empty sequence.")
+    out = []
+    for v in values:
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not math.isfinite(v)
+            or float(v) != math.floor(float(v))
+        ):
+            raise ValueError(f"labels must hold integer label values, got {v!r} in {values!r}.")
+        out.append(int(v))
+    if len(set(out)) != len(out):
+        duplicates = sorted({v for v in out if out.count(v) > 1})
+        raise ValueError(f"labels must be distinct, got duplicate value(s) {duplicates} in {out}.")
+    return out

@@ -10,14 +10,13 @@ values, where ``DiceLoss(to_onehot_y=True)`` needs labels ``0 .. L-1``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
 
 import torch
 from monai.networks.utils import one_hot
 from torch import nn
 
 from monai_vmorph.losses._checks import check_image_pair, check_nonnegative, compute_dtypes
-from monai_vmorph.validation import check_spatial_tensor
+from monai_vmorph.validation import check_label_values, check_spatial_tensor
 
 __all__ = ["DiceLoss", "one_hot_labels", "soft_dice_loss"]
 
@@ -84,21 +83,6 @@ class DiceLoss(nn.Module):
         return f"include_background={self.include_background}, eps={self.eps}"
 
 
-def _check_labels(labels: Sequence[int]) -> list[int]:
-    values = labels.tolist() if hasattr(labels, "tolist") else labels
-    if (
-        isinstance(values, (str, bytes))
-        or not isinstance(values, Sequence)
-        or len(values) == 0
-        or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values)
-    ):
-        raise ValueError(f"labels must be a non-empty sequence of integer label values, got {labels!r}.")
-    values = [int(v) for v in values]
-    if len(set(values)) != len(values):
-        raise ValueError(f"labels must not repeat a value, got {values}.")
-    return values
-
-
 def one_hot_labels(label_map: torch.Tensor, labels: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One-hot encode a label map against an explicit list of label values.
 
@@ -129,7 +113,7 @@ def one_hot_labels(label_map: torch.Tensor, labels: Sequence[int], dtype: torch.
         raise ValueError(f"label_map must be an integer or real tensor, got dtype {label_map.dtype}.")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}.")
-    values = _check_labels(labels)
+    values = check_label_values(labels)
     n = len(values)
     if (
         values == list(range(n))

@@ -1,4 +1,4 @@
-"""Input checks specific to the metrics (spacing, label maps, label lists).
+"""Input checks specific to the metrics (spacing, label maps).
 
 They complement :mod:`monai_vmorph.validation` and follow its rule: every check raises :class:`ValueError`
 with one sentence that names the value received and what was expected.
@@ -14,7 +14,7 @@ import torch
 
 from monai_vmorph.validation import check_finite, check_spatial_tensor
 
-__all__ = ["check_label_map", "check_labels", "check_spacing"]
+__all__ = ["check_label_map", "check_spacing"]
 
 
 def check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
@@ -78,35 +78,3 @@ def check_label_map(x: torch.Tensor, name: str) -> int:
                 f"(e.g. {example!r}) in a {x.dtype} tensor; warp label maps with mode='nearest'."
             )
     return ndim
-
-
-def check_labels(labels: Sequence[int]) -> list[int]:
-    """Check a non-empty sequence of distinct integral label values (e.g. ``[1, 2]`` or ``[2001, 2002]``).
-
-    Args:
-        labels: the label values, as Python/NumPy numbers or a 1D tensor.
-
-    Returns:
-        The labels as a list of Python ints, in the given order.
-    """
-    if isinstance(labels, torch.Tensor):
-        labels = labels.reshape(-1).tolist()
-    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
-        raise ValueError(f"labels must be a non-empty sequence of integer label values, got {labels!r}.")
-    values = list(labels)
-    if len(values) == 0:
-        raise ValueError("labels must be a non-empty sequence of integer label values, got an empty sequence.")
-    out = []
-    for v in values:
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, numbers.Real)
-            or not math.isfinite(v)
-            or float(v) != math.floor(float(v))
-        ):
-            raise ValueError(f"labels must hold integer label values, got {v!r} in {values!r}.")
-        out.append(int(v))
-    if len(set(out)) != len(out):
-        duplicates = sorted({v for v in out if out.count(v) > 1})
-        raise ValueError(f"labels must be distinct, got duplicate value(s) {duplicates} in {out}.")
-    return out

@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from monai_vmorph.metrics._checks import check_label_map, check_labels, check_spacing
-from monai_vmorph.validation import check_same_shape
+from monai_vmorph.metrics._checks import check_label_map, check_spacing
+from monai_vmorph.validation import check_label_values, check_same_shape
 
 __all__ = ["label_dice", "label_hd95"]
 
@@ -40,7 +40,7 @@ def _check_inputs(pred: torch.Tensor, target: torch.Tensor, labels: Sequence[int
     ndim = check_label_map(pred, "pred")
     check_label_map(target, "target")
     check_same_shape(pred, target, "pred", "target")
-    return ndim, check_labels(labels)
+    return ndim, check_label_values(labels)
 
 
 def _one_hot_chunks(

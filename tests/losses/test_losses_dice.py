@@ -118,9 +118,9 @@ def test_dice_bad_inputs_raise_value_error(pred, target, kwargs, match):
     [
         (torch.zeros(1, 2, 4, 4, dtype=torch.int64), [0, 1], r"one channel.*got shape \(1, 2, 4, 4\)"),
         (torch.zeros(1, 1, 4, dtype=torch.int64), [0, 1], r"got shape \(1, 1, 4\)"),
-        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [], r"got \[\]"),
-        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [0, 1.5], r"got \[0, 1.5\]"),
-        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [2001, 2001], r"repeat.*\[2001, 2001\]"),
+        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [], r"non-empty sequence.*got an empty sequence"),
+        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [0, 1.5], r"integer label values, got 1.5 in \[0, 1.5\]"),
+        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), [2001, 2001], r"distinct.*\[2001\] in \[2001, 2001\]"),
     ],
 )
 def test_one_hot_labels_bad_inputs_raise_value_error(label_map, labels, match):
