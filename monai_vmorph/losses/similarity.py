@@ -72,9 +72,12 @@ def _expand_window(window: tuple[int, ...], spatial_dims: int) -> tuple[int, ...
 def _local_cc_map(pred: torch.Tensor, target: torch.Tensor, window: tuple[int, ...], eps: float) -> torch.Tensor:
     """Per-voxel squared local correlation ``cc`` of :func:`local_ncc`, ``(B, C, *S)`` (no checks).
 
-    The sums are taken of the inputs minus their per-(batch, channel) means ``a`` and ``b``, which keeps the
-    cancellations in ``I2_sum - I_sum**2 / N`` small for images far from zero (raw MR/CT intensities). With
-    zero padding this is not a plain shift: writing ``S_*`` for the box sums of the centred images, ``m`` for
+    The sums are taken of the inputs minus their per-(batch, channel) minima ``a`` and ``b``, which keeps the
+    cancellations in ``I2_sum - I_sum**2 / N`` small for images far from zero (raw MR/CT intensities) and makes
+    every sum exactly 0 in a flat background at the minimum (skull-stripped MR, air in CT), so rounding noise
+    there cannot become loss gradient. (Centring on the mean instead turns such a background into a large
+    constant whose float32 variance is noise.) With zero padding this is not a plain shift: writing ``S_*``
+    for the box sums of the shifted images, ``m`` for
     the number of in-volume voxels in the window and ``r = 1 - m / N``, the definition's quantities are
     exactly::
 
@@ -83,20 +86,24 @@ def _local_cc_map(pred: torch.Tensor, target: torch.Tensor, window: tuple[int, .
         cross = S_IJ - S_I S_J / N + r * (b S_I + a S_J + a b m)
 
     where ``r = 0`` away from the borders. The result does not depend on ``a`` and ``b``, which are detached.
+    The variances are clamped at 0 (they are non-negative in exact arithmetic), so the denominator is at least
+    ``eps`` even where float32 rounding makes a flat window's variance slightly negative.
     """
     compute, _ = compute_dtypes(pred, target)
     i, j = pred.to(compute), target.to(compute)
     spatial = tuple(range(2, i.dim()))
-    a = i.detach().mean(dim=spatial, keepdim=True)
-    b = j.detach().mean(dim=spatial, keepdim=True)
+    a = i.detach().amin(dim=spatial, keepdim=True)
+    b = j.detach().amin(dim=spatial, keepdim=True)
     i, j = i - a, j - b
     sums = box_sum(torch.cat([i, j, i * i, j * j, i * j]), window)
     s_i, s_j, s_ii, s_jj, s_ij = sums.chunk(5)
     n = float(math.prod(window))
     m = window_counts(i.shape[2:], window, i.device, compute)
     r = 1.0 - m / n
-    i_var = s_ii - s_i * s_i / n + r * a * (2.0 * s_i + a * m)
-    j_var = s_jj - s_j * s_j / n + r * b * (2.0 * s_j + b * m)
+    # variances are >= 0; rounding can push them below 0 in flat windows (e.g. the background), which would
+    # let the denominator reach 0 and the loss and its gradient explode during training: clamp at 0
+    i_var = (s_ii - s_i * s_i / n + r * a * (2.0 * s_i + a * m)).clamp_min(0.0)
+    j_var = (s_jj - s_j * s_j / n + r * b * (2.0 * s_j + b * m)).clamp_min(0.0)
     cross = s_ij - s_i * s_j / n + r * (b * s_i + a * s_j + a * b * m)
     return cross * cross / (i_var * j_var + eps)
 
@@ -118,7 +125,7 @@ def local_ncc(
     the window lies inside the volume: the zero padding is not shifted. Flat windows give ``cc = 0``.
 
     Implementation: the five window sums run as one batched separable box filter (see
-    :mod:`monai_vmorph.losses._box`) on mean-centred inputs in at least float32, an exact rewrite of the
+    :mod:`monai_vmorph.losses._box`) on inputs shifted by their minimum, in at least float32, an exact rewrite of the
     formula above that avoids the float32 cancellation of ``I2_sum - I_sum**2 / N`` for intensities far
     from 0.
 

@@ -205,3 +205,26 @@ def test_bad_module_arguments_raise_value_error():
         LocalNCCLoss(window=8)
     with pytest.raises(ValueError, match="got True"):
         LocalNCCLoss(window=True)
+
+
+def test_float32_gradients_stay_close_to_float64_on_brains_with_zero_background():
+    """Flat background windows must not turn rounding noise into huge gradients (regression: variances < 0)."""
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from monai_vmorph.losses.similarity import _local_cc_map
+
+    root = Path(__file__).resolve().parents[2] / "data" / "brain_3d" / "imagesTr"
+    moving, fixed = (
+        torch.from_numpy(nib.load(root / f"{n}_0000.nii.gz").get_fdata())[None, None]
+        for n in ("itk_subject", "icbm09c")
+    )
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        x = moving.to(dtype).requires_grad_()
+        local_ncc(x, fixed.to(dtype)).backward()
+        grads[dtype] = x.grad.double()
+        assert _local_cc_map(moving.to(dtype), fixed.to(dtype), (9, 9, 9), 1e-5).min() >= 0
+    scale = grads[torch.float64].abs().max()
+    assert (grads[torch.float32] - grads[torch.float64]).abs().max() < 1e-3 * scale
