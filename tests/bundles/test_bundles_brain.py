@@ -1,4 +1,4 @@
-"""The 3D brain bundle's workflows run on a tiny Learn2Reg dataset (MONAI's ConfigWorkflow and the CLI)."""
+"""Both brain bundles' workflows run on tiny Learn2Reg datasets (MONAI's ConfigWorkflow and the CLI)."""
 
 import csv
 import json
@@ -13,29 +13,30 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "bundles" / "voxelmorph_brain_3d"
-CONFIGS = BUNDLE / "configs"
 SIZE = 32
+# bundle -> (spatial dims, overrides that keep the test fast)
+BUNDLES = {
+    "voxelmorph_brain_3d": (3, {}),
+    "voxelmorph_brain_2d": (2, {"features": [8, 16, 32, 64], "batch_size": 2}),
+}
 
 
-def _subject(rng, shift):
-    grid = np.stack(np.meshgrid(*[np.arange(SIZE)] * 3, indexing="ij"), axis=-1).astype(float)
-    radius = np.linalg.norm(grid - (SIZE / 2 + np.asarray(shift)), axis=-1)
+def _subject(rng, shift, ndim):
+    grid = np.stack(np.meshgrid(*[np.arange(SIZE)] * ndim, indexing="ij"), axis=-1).astype(float)
+    radius = np.linalg.norm(grid - (SIZE / 2 + np.asarray(shift[:ndim])), axis=-1)
     label = np.select([radius < 5, radius < 9, radius < 12], [1, 2, 3], 0).astype(np.uint8)
     image = (label * 0.3 + 0.05 * rng.random(label.shape)) * (label > 0)
     return image.astype(np.float32), label
 
 
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_l2r")
+def _dataset(root, ndim):
     (root / "imagesTr").mkdir()
     (root / "labelsTr").mkdir()
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     rng = np.random.default_rng(0)
     training = []
     for i, shift in enumerate([(0, 0, 0), (2, -1, 1), (-2, 1, 0)]):
-        image, label = _subject(rng, shift)
+        image, label = _subject(rng, shift, ndim)
         name = f"s{i}_0000.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
@@ -48,21 +49,31 @@ def dataset_dir(tmp_path_factory):
     return root
 
 
-def _overrides(dataset_dir, out):
+@pytest.fixture(scope="module", params=sorted(BUNDLES))
+def bundle(request, tmp_path_factory):
+    """(bundle name, its tiny dataset folder)."""
+    ndim = BUNDLES[request.param][0]
+    return request.param, _dataset(tmp_path_factory.mktemp(f"tiny_l2r_{ndim}d"), ndim)
+
+
+def _overrides(name, dataset_dir, out):
+    ndim, extra = BUNDLES[name]
     return {
-        "bundle_root": str(BUNDLE),
+        "bundle_root": str(ROOT / "bundles" / name),
         "dataset_dir": str(dataset_dir),
-        "spatial_size": [SIZE] * 3,
+        "spatial_size": [SIZE] * ndim,
         "ckpt_dir": str(out / "models"),
         "output_dir": str(out / "eval"),
+        **extra,
     }
 
 
-def _workflow(files, workflow_type, **overrides):
+def _workflow(name, files, workflow_type, **overrides):
+    configs = ROOT / "bundles" / name / "configs"
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
+        config_file=[str(configs / f) for f in files],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
         workflow_type=workflow_type,
         **overrides,
     )
@@ -71,9 +82,13 @@ def _workflow(files, workflow_type, **overrides):
 
 
 @pytest.mark.slow
-def test_train_then_evaluate_then_infer(dataset_dir, tmp_path):
-    common = _overrides(dataset_dir, tmp_path)
-    train = _workflow(["common.json", "train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common)
+def test_train_then_evaluate_then_infer(bundle, tmp_path):
+    name, dataset_dir = bundle
+    ndim = BUNDLES[name][0]
+    common = _overrides(name, dataset_dir, tmp_path)
+    train = _workflow(
+        name, ["common.json", "train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common
+    )
     assert train.check_properties() == []
     train.run()
     train.finalize()
@@ -83,7 +98,7 @@ def test_train_then_evaluate_then_infer(dataset_dir, tmp_path):
     rows = list(csv.reader(open(tmp_path / "eval" / "metrics.csv")))
     assert {r[0] for r in rows} >= {"val_mean_dice", "val_folding", "val_sdlogj", "val_hd95"}
 
-    evaluate = _workflow(["common.json", "evaluate.json"], "infer", ckpt_path=str(model_path), **common)
+    evaluate = _workflow(name, ["common.json", "evaluate.json"], "infer", ckpt_path=str(model_path), **common)
     assert evaluate.check_properties() == []
     evaluate.run()
     dice = evaluate.evaluator.state.metrics["val_mean_dice"]
@@ -94,6 +109,7 @@ def test_train_then_evaluate_then_infer(dataset_dir, tmp_path):
 
     infer_out = tmp_path / "inference"
     infer = _workflow(
+        name,
         ["common.json", "inference.json"],
         "infer",
         ckpt_path=str(model_path),
@@ -104,10 +120,11 @@ def test_train_then_evaluate_then_infer(dataset_dir, tmp_path):
     warped = nib.load(infer_out / "s1_0000_to_s0_0000_warped.nii.gz")
     ddf = nib.load(infer_out / "s1_0000_to_s0_0000_ddf.nii.gz")
     fixed = nib.load(dataset_dir / "imagesTr" / "s0_0000.nii.gz")
-    assert warped.shape == (SIZE,) * 3 and ddf.shape == (SIZE,) * 3 + (3,)
+    assert warped.shape == (SIZE,) * ndim and ddf.shape == (SIZE,) * ndim + (ndim,)
     np.testing.assert_allclose(warped.affine, fixed.affine)
     # running again must not overwrite the outputs
     again = _workflow(
+        name,
         ["common.json", "inference.json"],
         "infer",
         ckpt_path=str(model_path),
@@ -122,7 +139,10 @@ def test_train_then_evaluate_then_infer(dataset_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_training_command_with_a_bad_loss_name_fails_clearly(dataset_dir, tmp_path):
+def test_cli_training_command_with_a_bad_loss_name_fails_clearly(bundle, tmp_path):
+    name, dataset_dir = bundle
+    configs = ROOT / "bundles" / name / "configs"
+    size = ",".join([str(SIZE)] * BUNDLES[name][0])
     command = [
         sys.executable,
         "-m",
@@ -130,15 +150,15 @@ def test_cli_training_command_with_a_bad_loss_name_fails_clearly(dataset_dir, tm
         "run",
         "training",
         "--meta_file",
-        str(CONFIGS / "metadata.json"),
+        str(configs / "metadata.json"),
         "--config_file",
-        str([str(CONFIGS / "common.json"), str(CONFIGS / "train.json")]),
+        str([str(configs / "common.json"), str(configs / "train.json")]),
         "--bundle_root",
-        str(BUNDLE),
+        str(ROOT / "bundles" / name),
         "--dataset_dir",
         str(dataset_dir),
         "--spatial_size",
-        f"[{SIZE},{SIZE},{SIZE}]",
+        f"[{size}]",
         "--ckpt_dir",
         str(tmp_path / "m"),
         "--output_dir",
