@@ -43,3 +43,12 @@ def rotation_matrix(ndim: int, angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     r[0, 0], r[0, 1], r[1, 0], r[1, 1] = c, -s, s, c
     return r
+
+
+def write_nifti(path, shape=(8, 8, 8), value=0.0) -> str:
+    """Write a constant float32 NIfTI (identity affine) at ``path``, creating folders; return the path string."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.full(shape, value, np.float32), np.eye(4)), str(path))
+    return str(path)

@@ -4,64 +4,57 @@ from __future__ import annotations
 
 import re
 
-import nibabel as nib
-import numpy as np
 import pytest
+from helpers import write_nifti
 
 from monai_vmorph.data import IMAGE, LABEL, NAME, DataError, folder_datalist
 
 
-def _write(path, shape=(8, 8, 8)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    return str(path)
-
-
 def test_images_only(tmp_path):
-    b = _write(tmp_path / "img" / "b.nii.gz")
-    a = _write(tmp_path / "img" / "a.nii")
+    b = write_nifti(tmp_path / "img" / "b.nii.gz")
+    a = write_nifti(tmp_path / "img" / "a.nii")
     (tmp_path / "img" / "notes.txt").write_text("not an image")
     (tmp_path / "img" / "._a.nii.gz").write_bytes(b"macos resource fork")
     assert folder_datalist(tmp_path / "img") == [{IMAGE: a, NAME: "a"}, {IMAGE: b, NAME: "b"}]
 
 
 def test_labels_same_name_learn2reg_style(tmp_path):
-    img = _write(tmp_path / "imagesTr" / "x_0000.nii.gz")
-    lab = _write(tmp_path / "labelsTr" / "x_0000.nii.gz")
+    img = write_nifti(tmp_path / "imagesTr" / "x_0000.nii.gz")
+    lab = write_nifti(tmp_path / "labelsTr" / "x_0000.nii.gz")
     out = folder_datalist(tmp_path / "imagesTr", tmp_path / "labelsTr", require_labels=True)
     assert out == [{IMAGE: img, LABEL: lab, NAME: "x_0000"}]
 
 
 def test_labels_without_channel_suffix_nnunet_style(tmp_path):
-    img = _write(tmp_path / "imagesTr" / "x_0000.nii.gz")
-    lab = _write(tmp_path / "labelsTr" / "x.nii.gz")
+    img = write_nifti(tmp_path / "imagesTr" / "x_0000.nii.gz")
+    lab = write_nifti(tmp_path / "labelsTr" / "x.nii.gz")
     assert folder_datalist(tmp_path / "imagesTr", tmp_path / "labelsTr") == [{IMAGE: img, LABEL: lab, NAME: "x_0000"}]
 
 
 def test_optional_label_missing_is_skipped(tmp_path):
-    a = _write(tmp_path / "img" / "a.nii.gz")
-    b = _write(tmp_path / "img" / "b.nii.gz")
-    la = _write(tmp_path / "lab" / "a.nii.gz")
+    a = write_nifti(tmp_path / "img" / "a.nii.gz")
+    b = write_nifti(tmp_path / "img" / "b.nii.gz")
+    la = write_nifti(tmp_path / "lab" / "a.nii.gz")
     out = folder_datalist(tmp_path / "img", tmp_path / "lab")
     assert out == [{IMAGE: a, LABEL: la, NAME: "a"}, {IMAGE: b, NAME: "b"}]
 
 
 def test_pattern_selects_files(tmp_path):
-    _write(tmp_path / "img" / "a_0000.nii.gz")
-    b = _write(tmp_path / "img" / "b_0001.nii.gz")
+    write_nifti(tmp_path / "img" / "a_0000.nii.gz")
+    b = write_nifti(tmp_path / "img" / "b_0001.nii.gz")
     assert [s[IMAGE] for s in folder_datalist(tmp_path / "img", pattern="*_0001.nii.gz")] == [b]
 
 
 def test_required_label_missing_names_the_image(tmp_path):
-    _write(tmp_path / "img" / "a.nii.gz")
-    b = _write(tmp_path / "img" / "b.nii.gz")
-    _write(tmp_path / "lab" / "a.nii.gz")
+    write_nifti(tmp_path / "img" / "a.nii.gz")
+    b = write_nifti(tmp_path / "img" / "b.nii.gz")
+    write_nifti(tmp_path / "lab" / "a.nii.gz")
     with pytest.raises(DataError, match=re.escape(b)):
         folder_datalist(tmp_path / "img", tmp_path / "lab", require_labels=True)
 
 
 def test_require_labels_without_labels_dir(tmp_path):
-    _write(tmp_path / "img" / "a.nii.gz")
+    write_nifti(tmp_path / "img" / "a.nii.gz")
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "img"))):
         folder_datalist(tmp_path / "img", require_labels=True)
 
@@ -74,7 +67,7 @@ def test_empty_folder_names_the_folder(tmp_path):
 
 @pytest.mark.parametrize("which", ["images", "labels"])
 def test_missing_folder_names_the_folder(tmp_path, which):
-    _write(tmp_path / "img" / "a.nii.gz")
+    write_nifti(tmp_path / "img" / "a.nii.gz")
     images, labels = tmp_path / "img", tmp_path / "lab"
     if which == "images":
         images = tmp_path / "nope"

@@ -5,36 +5,29 @@ from __future__ import annotations
 import gzip
 import re
 
-import nibabel as nib
-import numpy as np
 import pytest
+from helpers import write_nifti
 
 from monai_vmorph.data import FIXED_IMAGE, IMAGE, LABEL, MOVING_IMAGE, DataError, check_dimensionality
 
 
-def _write(path, shape=(8, 8, 8)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    return str(path)
-
-
 @pytest.mark.parametrize(("shape", "ndim"), [((8, 8, 8), 3), ((8, 8, 8, 1), 3), ((8, 8, 1), 2), ((8, 8), 2)])
 def test_dimensionality_of_single_volumes(tmp_path, shape, ndim):
-    a = _write(tmp_path / "a.nii.gz", shape)
-    b = _write(tmp_path / "b.nii", shape)
+    a = write_nifti(tmp_path / "a.nii.gz", shape)
+    b = write_nifti(tmp_path / "b.nii", shape)
     assert check_dimensionality([{IMAGE: a, LABEL: b}]) == ndim
     assert check_dimensionality([a, b]) == ndim
 
 
 def test_pairs_are_checked(tmp_path):
-    a = _write(tmp_path / "a.nii.gz")
-    b = _write(tmp_path / "b.nii.gz")
+    a = write_nifti(tmp_path / "a.nii.gz")
+    b = write_nifti(tmp_path / "b.nii.gz")
     assert check_dimensionality([{MOVING_IMAGE: a, FIXED_IMAGE: b, "moving_name": "a"}]) == 3
 
 
 def test_mixing_2d_and_3d_names_the_paths(tmp_path):
-    items = [{IMAGE: _write(tmp_path / f"v{i}.nii.gz")} for i in range(3)]
-    flat = _write(tmp_path / "flat.nii.gz", (8, 8, 1))  # a 3D file with one slice counts as 2D
+    items = [{IMAGE: write_nifti(tmp_path / f"v{i}.nii.gz")} for i in range(3)]
+    flat = write_nifti(tmp_path / "flat.nii.gz", (8, 8, 1))  # a 3D file with one slice counts as 2D
     items.append({IMAGE: flat})
     with pytest.raises(DataError, match=re.escape(flat) + ".*" + re.escape(items[0][IMAGE])):
         check_dimensionality(items)
@@ -67,15 +60,15 @@ def test_missing_file_names_the_path(tmp_path):
 
 
 def test_4d_with_several_volumes_names_the_path(tmp_path):
-    ok = _write(tmp_path / "ok.nii.gz")
-    four = _write(tmp_path / "four.nii.gz", (8, 8, 8, 2))
+    ok = write_nifti(tmp_path / "ok.nii.gz")
+    four = write_nifti(tmp_path / "four.nii.gz", (8, 8, 8, 2))
     with pytest.raises(DataError, match=re.escape(four) + ".*2 volumes"):
         check_dimensionality([ok, four])
 
 
 def test_label_shape_mismatch_names_both(tmp_path):
-    img = _write(tmp_path / "img.nii.gz")
-    lab = _write(tmp_path / "lab.nii.gz", (8, 8, 6))
+    img = write_nifti(tmp_path / "img.nii.gz")
+    lab = write_nifti(tmp_path / "lab.nii.gz", (8, 8, 6))
     with pytest.raises(DataError, match=re.escape(lab) + ".*" + re.escape(img)):
         check_dimensionality([{IMAGE: img, LABEL: lab}])
 

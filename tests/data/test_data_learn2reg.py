@@ -6,9 +6,8 @@ import json
 import os
 import re
 
-import nibabel as nib
-import numpy as np
 import pytest
+from helpers import write_nifti
 
 from monai_vmorph.data import (
     FIXED_IMAGE,
@@ -25,18 +24,12 @@ from monai_vmorph.data import (
 )
 
 
-def _write(path, shape=(8, 8, 8)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    return str(path)
-
-
 def _dataset(root, content=None, name="toy"):
     """a, b with labels in training; c in imagesTr with a label file but not in training; d in imagesTs, no label."""
     for case in ("a", "b", "c"):
-        _write(root / "imagesTr" / f"{case}_0000.nii.gz")
-        _write(root / "labelsTr" / f"{case}_0000.nii.gz")
-    _write(root / "imagesTs" / "d_0000.nii.gz")
+        write_nifti(root / "imagesTr" / f"{case}_0000.nii.gz")
+        write_nifti(root / "labelsTr" / f"{case}_0000.nii.gz")
+    write_nifti(root / "imagesTs" / "d_0000.nii.gz")
     if content is None:
         content = {
             "name": name,
@@ -95,8 +88,8 @@ def test_json_path_accepted_and_missing_splits_are_empty(tmp_path):
 
 
 def test_masks_folder_is_accepted(tmp_path):
-    img = _write(tmp_path / "imagesTr" / "x_0000.nii.gz")
-    mask = _write(tmp_path / "masksTr" / "x_0000.nii.gz")
+    img = write_nifti(tmp_path / "imagesTr" / "x_0000.nii.gz")
+    mask = write_nifti(tmp_path / "masksTr" / "x_0000.nii.gz")
     (tmp_path / "m_dataset.json").write_text(json.dumps({"training": [{"image": "./imagesTr/x_0000.nii.gz"}]}))
     assert learn2reg_datalist(tmp_path)["training"] == [{IMAGE: img, LABEL: mask, NAME: "x_0000"}]
 
@@ -138,7 +131,7 @@ def test_pair_without_fixed_key(tmp_path):
 
 def test_dotdot_escape_is_rejected(tmp_path):
     root = tmp_path / "ds"
-    outside = _write(tmp_path / "outside.nii.gz")  # exists, but outside the dataset folder
+    outside = write_nifti(tmp_path / "outside.nii.gz")  # exists, but outside the dataset folder
     _dataset(root, {"training": [{"image": "../outside.nii.gz"}]})
     with pytest.raises(DataError, match=re.escape(outside) + ".*outside the dataset folder"):
         learn2reg_datalist(root)
@@ -146,7 +139,7 @@ def test_dotdot_escape_is_rejected(tmp_path):
 
 def test_absolute_path_outside_is_rejected(tmp_path):
     root = tmp_path / "ds"
-    outside = _write(tmp_path / "elsewhere" / "x.nii.gz")
+    outside = write_nifti(tmp_path / "elsewhere" / "x.nii.gz")
     _dataset(root, {"training": [{"image": outside}]})
     with pytest.raises(DataError, match=re.escape(outside)):
         learn2reg_datalist(root)
@@ -159,7 +152,7 @@ def test_absolute_path_inside_is_accepted(tmp_path):
 
 def test_symlink_escape_is_rejected(tmp_path):
     root = tmp_path / "ds"
-    outside = _write(tmp_path / "secret.nii.gz")
+    outside = write_nifti(tmp_path / "secret.nii.gz")
     _dataset(root, {"training": [{"image": "./imagesTr/link.nii.gz"}]})
     os.symlink(outside, root / "imagesTr" / "link.nii.gz")
     with pytest.raises(DataError, match=re.escape(outside)):

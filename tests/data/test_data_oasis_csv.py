@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import nibabel as nib
-import numpy as np
 import pytest
+from helpers import write_nifti
 
 from monai_vmorph.data import (
     FIXED_IMAGE,
@@ -26,18 +25,12 @@ from monai_vmorph.data import (
 SUBJECTS = ("OASIS_OAS1_0002_MR1", "OASIS_OAS1_0001_MR1")
 
 
-def _write(path, shape=(8, 8, 8)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    return str(path)
-
-
 def _oasis(root):
     for s in SUBJECTS:
         for f in ("aligned_norm", "aligned_seg4", "aligned_seg35"):
-            _write(root / s / f"{f}.nii.gz")
+            write_nifti(root / s / f"{f}.nii.gz")
         for f in ("slice_norm", "slice_seg4", "slice_seg24"):
-            _write(root / s / f"{f}.nii.gz", shape=(8, 8, 1))
+            write_nifti(root / s / f"{f}.nii.gz", shape=(8, 8, 1))
     (root / "subjects.txt").write_text("\n".join(SUBJECTS))
     (root / "not_a_subject").mkdir()  # folders without the image are skipped
 
@@ -86,10 +79,10 @@ def test_neurite_oasis_empty_root_and_bad_arguments(tmp_path):
 
 
 def test_csv_relative_and_absolute_paths(tmp_path):
-    a = _write(tmp_path / "data" / "a.nii.gz")
-    b = _write(tmp_path / "data" / "b.nii.gz")
-    la = _write(tmp_path / "data" / "a_seg.nii.gz")
-    lb = _write(tmp_path / "data" / "b_seg.nii.gz")
+    a = write_nifti(tmp_path / "data" / "a.nii.gz")
+    b = write_nifti(tmp_path / "data" / "b.nii.gz")
+    la = write_nifti(tmp_path / "data" / "a_seg.nii.gz")
+    lb = write_nifti(tmp_path / "data" / "b_seg.nii.gz")
     csv_path = tmp_path / "lists" / "pairs.csv"
     csv_path.parent.mkdir()
     header = "moving, fixed, moving_label, fixed_label\n"  # spaces after the commas are tolerated
@@ -107,8 +100,8 @@ def test_csv_relative_and_absolute_paths(tmp_path):
 
 
 def test_csv_without_label_columns(tmp_path):
-    a = _write(tmp_path / "a.nii.gz")
-    b = _write(tmp_path / "b.nii.gz")
+    a = write_nifti(tmp_path / "a.nii.gz")
+    b = write_nifti(tmp_path / "b.nii.gz")
     (tmp_path / "p.csv").write_text("fixed,moving\na.nii.gz,b.nii.gz\nb.nii.gz,a.nii.gz\n")
     out = csv_pairs(tmp_path / "p.csv")
     assert [(p[MOVING_IMAGE], p[FIXED_IMAGE]) for p in out] == [(b, a), (a, b)]
@@ -116,7 +109,7 @@ def test_csv_without_label_columns(tmp_path):
 
 
 def test_csv_missing_column_names_csv_and_column(tmp_path):
-    _write(tmp_path / "a.nii.gz")
+    write_nifti(tmp_path / "a.nii.gz")
     csv_path = tmp_path / "p.csv"
     csv_path.write_text("moving,target\na.nii.gz,a.nii.gz\n")
     with pytest.raises(DataError, match=re.escape(str(csv_path)) + ".*'fixed'"):
@@ -124,7 +117,7 @@ def test_csv_missing_column_names_csv_and_column(tmp_path):
 
 
 def test_csv_missing_file_names_the_path(tmp_path):
-    _write(tmp_path / "a.nii.gz")
+    write_nifti(tmp_path / "a.nii.gz")
     (tmp_path / "p.csv").write_text("moving,fixed\na.nii.gz,nope.nii.gz\n")
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "nope.nii.gz"))):
         csv_pairs(tmp_path / "p.csv")

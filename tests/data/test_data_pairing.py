@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 import re
 
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
+from helpers import write_nifti
 from monai.data import DataLoader
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from torch.utils.data.distributed import DistributedSampler
@@ -162,14 +161,13 @@ def test_random_pair_dataset_distributed_shards_are_disjoint_and_cover(tmp_path)
         assert sorted(shards[0] + shards[1]) == sorted(_names(ds.pairs))
 
 
-def _write(path, value, shape=(8, 8, 8)):
-    nib.save(nib.Nifti1Image(np.full(shape, value, np.float32), np.eye(4)), str(path))
-    return str(path)
-
-
 def test_random_pair_dataset_loads_through_monai_dataloader(tmp_path):
     subjects = [
-        {IMAGE: _write(tmp_path / f"s{i}.nii.gz", i), LABEL: _write(tmp_path / f"l{i}.nii.gz", 10 + i), NAME: f"s{i}"}
+        {
+            IMAGE: write_nifti(tmp_path / f"s{i}.nii.gz", value=i),
+            LABEL: write_nifti(tmp_path / f"l{i}.nii.gz", value=10 + i),
+            NAME: f"s{i}",
+        }
         for i in range(3)
     ]
     keys = [MOVING_IMAGE, FIXED_IMAGE, MOVING_LABEL, FIXED_LABEL]
