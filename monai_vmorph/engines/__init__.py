@@ -1,5 +1,12 @@
 """Glue between monai_vmorph's models and MONAI's engines (``SupervisedTrainer``, ``SupervisedEvaluator``)."""
 
+from monai_vmorph.engines.bundle_config import BundleConfigError, check_bundle_config, run_training
+from monai_vmorph.engines.checkpoint import (
+    RegistrationCheckpointer,
+    StopOnNonFiniteLoss,
+    TrainingDivergedError,
+    atomic_torch_save,
+)
 from monai_vmorph.engines.evaluation import (
     EndpointErrorMetric,
     FoldingFractionMetric,
@@ -11,11 +18,18 @@ from monai_vmorph.engines.prepare_batch import PrepareRegistrationBatch
 from monai_vmorph.engines.writer import RegistrationWriter
 
 __all__ = [
+    "BundleConfigError",
     "EndpointErrorMetric",
     "FoldingFractionMetric",
     "PairEpochHandler",
     "PrepareRegistrationBatch",
+    "RegistrationCheckpointer",
     "RegistrationEvalOutputs",
     "RegistrationWriter",
     "SDlogJMetric",
+    "StopOnNonFiniteLoss",
+    "TrainingDivergedError",
+    "atomic_torch_save",
+    "check_bundle_config",
+    "run_training",
 ]
