@@ -1,0 +1,21 @@
+"""Native scan space <-> network grid, and ITK displacement fields (conventions: :mod:`monai_vmorph.io.spaces`).
+
+The only part of ``monai_vmorph`` that deals with millimetres, world (RAS / LPS) coordinates and file formats of
+transforms; everything else works in network voxels (:mod:`monai_vmorph.networks.blocks.warp`).
+"""
+
+from .itk_fields import affine_to_itk, itk_to_affine, read_itk_displacement, write_itk_displacement
+from .spaces import affine_2d, native_displacement, network_grid, resample, resample_displacement, warp_physical
+
+__all__ = [
+    "affine_2d",
+    "affine_to_itk",
+    "itk_to_affine",
+    "native_displacement",
+    "network_grid",
+    "read_itk_displacement",
+    "resample",
+    "resample_displacement",
+    "warp_physical",
+    "write_itk_displacement",
+]
