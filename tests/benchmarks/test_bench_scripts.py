@@ -1,10 +1,22 @@
 """Smoke tests: each benchmark script runs on a tiny size and prints its table."""
 
+import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _voxelmorph_version():
+    try:
+        return metadata.version("voxelmorph")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def test_bench_step_prints_a_table_with_ratios():
@@ -29,4 +41,78 @@ def test_bench_step_rejects_a_bad_size():
         timeout=300,
     )
     assert result.returncode == 2 and "--size takes 2 or 3 ints" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _bench_networks(*args, env=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_networks.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def _table_rows(stdout):
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def _without_voxelmorph(tmp_path):
+    """An environment in which ``import voxelmorph`` fails, whether or not the package is installed."""
+    (tmp_path / "voxelmorph").mkdir()
+    (tmp_path / "voxelmorph" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_bench_networks_prints_matched_rows_with_memory(tmp_path):
+    result = _bench_networks("--size", "32", "32", "--rounds", "1", env=_without_voxelmorph(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = _table_rows(result.stdout)
+    assert rows[0][:2] == ["model", "params"] and "peak train memory (MiB)" in rows[0]
+    names = [row[0] for row in rows[1:]]
+    assert names == [
+        "monai VoxelMorph (matched)",
+        "voxelmorph VxmDense",
+        "ours (matched)",
+        "ours, channels_last",
+        "ours, half_res UNet",
+        "ours, half_res UNet, channels_last",
+    ]
+    monai, vxm, ours = rows[1], rows[2], rows[3]
+    assert monai[3] == monai[5] == monai[7] == "1.00"  # MONAI is the reference of every ratio
+    assert monai[1] == ours[1]  # same architecture, same parameter count
+    assert float(ours[6]) > 0  # peak memory was measured
+    assert vxm[1] == "not installed"
+    assert "voxelmorph row: not installed" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_voxelmorph_version() != "0.2", reason="needs the bench extra (voxelmorph 0.2)")
+def test_bench_networks_runs_the_official_voxelmorph():
+    result = _bench_networks("--size", "32", "32", "--rounds", "1", "--no-memory")
+    assert result.returncode == 0, result.stderr
+    rows = {row[0]: row for row in _table_rows(result.stdout)}
+    assert rows["voxelmorph VxmDense"][1] == rows["monai VoxelMorph (matched)"][1] == "109,170"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "16"], "--size takes 2 or 3 ints"),
+        (["--size", "24", "24"], "each a multiple of 16"),
+        (["--sizes", "all", "--batch", "2"], "--batch goes with --size"),
+    ],
+)
+def test_bench_networks_rejects_bad_arguments(args, message):
+    result = _bench_networks(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_bench_networks_rejects_cuda_without_a_gpu():
+    result = _bench_networks("--device", "cuda", "--size", "16", "16")
+    assert result.returncode == 2 and "--device cuda needs a GPU" in result.stderr
     assert "Traceback" not in result.stderr

@@ -182,7 +182,7 @@ class VoxelMorph(nn.Module):
         """
         self._check_pair(moving, fixed)
         shape = tuple(moving.shape[2:])
-        padded_shape = tuple(math.ceil(n / self.pad_divisor) * self.pad_divisor for n in shape)
+        padded_shape = self.padded_shape(shape)
         pad = [p for n, m in zip(reversed(shape), reversed(padded_shape), strict=True) for p in (0, m - n)]
         x = torch.cat([moving, fixed], dim=1)
         if any(pad):
@@ -194,7 +194,29 @@ class VoxelMorph(nn.Module):
             raise ValueError(f"the backbone must return a field of shape {expected}, got {tuple(field.shape)}.")
 
         int_shape = tuple(n // self.int_downsize for n in padded_shape)
-        velocity = resize_field(field, int_shape)
+        return self.from_velocity(moving, fixed, resize_field(field, int_shape))
+
+    def padded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The grid the backbone runs on for an input of spatial ``shape``: padded up to ``pad_divisor``."""
+        return tuple(math.ceil(n / self.pad_divisor) * self.pad_divisor for n in shape)
+
+    def from_velocity(self, moving: torch.Tensor, fixed: torch.Tensor, velocity: torch.Tensor) -> RegistrationResult:
+        """The result the model gives for the field ``velocity``, without running the backbone.
+
+        This is the differentiable tail of :meth:`forward` (integrate, resample, crop, warp); instance
+        optimisation (:func:`monai_vmorph.engines.refine_registration`) optimises ``velocity`` through it.
+
+        Args:
+            moving: ``(B, in_channels, *S)`` image.
+            fixed: ``(B, in_channels, *S)`` image (warped only when bidirectional).
+            velocity: ``(B, ndim, *S_int)`` field on the padded grid downsampled by ``int_downsize``, as in
+                :attr:`RegistrationResult.velocity`.
+        """
+        shape = tuple(moving.shape[2:])
+        padded_shape = self.padded_shape(shape)
+        expected = (moving.shape[0], self.spatial_dims, *(n // self.int_downsize for n in padded_shape))
+        if tuple(velocity.shape) != expected:
+            raise ValueError(f"velocity must have shape {expected} for this input, got {tuple(velocity.shape)}.")
         ddf = self._to_ddf(velocity, padded_shape, shape)
         warped = _warp(moving, ddf, self.mode, self.padding_mode)
         if not self.bidirectional:

@@ -1,0 +1,115 @@
+"""All-or-nothing output files: check before any work, write to temporary names, rename at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from monai_vmorph.cli.errors import CLIError
+
+__all__ = ["OutputSet", "nifti_affine"]
+
+
+def nifti_affine(affine: np.ndarray) -> np.ndarray:
+    """A ``4x4`` NIfTI affine from a ``3x3`` (2D, see :mod:`monai_vmorph.io.spaces`) or ``4x4`` one."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape == (4, 4):
+        return affine
+    out = np.eye(4)
+    out[:2, :2], out[:2, 3] = affine[:2, :2], affine[:2, 2]
+    return out
+
+
+class OutputSet:
+    """The files one command writes into one folder, committed together.
+
+    The constructor checks, before any computation: the folder can be created and written; no output exists
+    unless ``overwrite``; no output is one of the command's input files (never, even with ``overwrite``).
+    Each ``write_*`` call writes to a hidden temporary file in the folder; :meth:`commit` renames them all to
+    their final names. Leaving the ``with`` block without ``commit`` (an error) deletes the temporary files, so
+    an interrupted command leaves no partial output.
+
+    Args:
+        out_dir: the output folder (created if missing).
+        names: the file names the command will write.
+        overwrite: replace existing outputs.
+        inputs: the command's input files, which are never overwritten.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False, inputs: Iterable = ()
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.paths = {name: self.out_dir / name for name in names}
+        protected = {Path(p).resolve() for p in inputs if p is not None}
+        for path in self.paths.values():
+            if path.resolve() in protected:
+                raise CLIError(f"output {path} is one of the inputs; choose another --out-dir")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise CLIError(f"output folder {self.out_dir} is a file; give a folder for --out-dir")
+        if not overwrite:
+            existing = [p for p in self.paths.values() if p.exists()]
+            if existing:
+                raise CLIError(f"{existing[0]} exists; pass --overwrite to replace it or choose another --out-dir")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CLIError(f"cannot create output folder {self.out_dir} ({error.strerror}); choose another") from None
+        if not os.access(self.out_dir, os.W_OK | os.X_OK):
+            raise CLIError(f"output folder {self.out_dir} is not writable; choose another --out-dir")
+        self._pending: dict[str, Path] = {}
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def _temporary(self, name: str) -> Path:
+        if name not in self.paths:
+            raise KeyError(f"{name} is not one of this command's outputs {sorted(self.paths)}.")
+        suffix = "".join(Path(name).suffixes)  # nibabel picks the compression from the suffix
+        handle, tmp = tempfile.mkstemp(prefix=f".{Path(name).name.split('.')[0]}.", suffix=suffix, dir=self.out_dir)
+        os.close(handle)
+        os.unlink(tmp)
+        self._pending[name] = Path(tmp)
+        return Path(tmp)
+
+    def write_with(self, name: str, writer: Callable[[Path], Any]) -> None:
+        """Write output ``name`` by calling ``writer(temporary_path)``."""
+        tmp = self._temporary(name)
+        writer(tmp)
+        os.chmod(tmp, 0o644)
+
+    def write_nifti(self, name: str, array: np.ndarray, affine: np.ndarray) -> None:
+        """Write ``array`` as NIfTI with ``affine`` (a ``3x3`` 2D one is embedded in ``4x4``); dtype is kept."""
+        image = nib.Nifti1Image(np.asarray(array), nifti_affine(affine))
+        image.header.set_xyzt_units("mm", "sec")
+        self.write_with(name, lambda p: nib.save(image, p))
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_with(name, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_with(name, lambda p: p.write_text(text))
+
+    def commit(self) -> dict[str, Path]:
+        """Rename every written temporary file to its final name; returns ``{name: path}``."""
+        for name, tmp in self._pending.items():
+            os.replace(tmp, self.paths[name])
+        done = {name: self.paths[name] for name in self._pending}
+        self._pending = {}
+        return done
+
+    def discard(self) -> None:
+        """Delete the temporary files not yet committed."""
+        for tmp in self._pending.values():
+            tmp.unlink(missing_ok=True)
+        self._pending = {}

@@ -1,0 +1,88 @@
+"""``monai-vmorph register``: one pair, outputs on the fixed scan's native grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from monai_vmorph.cli.errors import CLIError
+from monai_vmorph.cli.inputs import Scan, check_same_dims, load_scan
+from monai_vmorph.cli.model import load_bundle_model, parse_device
+from monai_vmorph.cli.outputs import OutputSet
+from monai_vmorph.cli.pipeline import register_scans
+from monai_vmorph.io import write_itk_displacement
+
+__all__ = ["refine_progress", "run_register"]
+
+
+def refine_progress(
+    steps: int, quiet: bool, desc: str = "refine"
+) -> tuple[Callable[[int, float], None] | None, object]:
+    """A ``(callback, bar)`` pair that shows ``--refine`` progress on stderr (``(None, None)`` when quiet)."""
+    if quiet or steps == 0:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def callback(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    return callback, bar
+
+
+def _check_labels(labels: Scan | None, image: Scan, role: str) -> None:
+    if labels is not None and labels.array.shape != image.array.shape:
+        raise CLIError(
+            f"{role} {labels.path} has shape {labels.array.shape} but its image has {image.array.shape}; "
+            "give the label map of that image"
+        )
+
+
+def run_register(args: argparse.Namespace) -> None:
+    fixed = load_scan(args.fixed, "--fixed")
+    moving = load_scan(args.moving, "--moving")
+    moving_labels = load_scan(args.moving_labels, "--moving-labels", labels=True) if args.moving_labels else None
+    fixed_labels = load_scan(args.fixed_labels, "--fixed-labels", labels=True) if args.fixed_labels else None
+    if fixed_labels is not None and moving_labels is None:
+        raise CLIError("--fixed-labels needs --moving-labels too (Dice compares the warped moving labels)")
+    ndim = check_same_dims(*(s for s in (fixed, moving, moving_labels, fixed_labels) if s is not None))
+    _check_labels(moving_labels, moving, "--moving-labels")
+    _check_labels(fixed_labels, fixed, "--fixed-labels")
+    device = parse_device(args.device)
+    names = ["warped.nii.gz", "ddf.nii.gz", "metrics.json"] + (["warped_labels.nii.gz"] if moving_labels else [])
+    inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.weights]
+    outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
+    bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
+
+    callback, bar = refine_progress(args.refine, args.quiet)
+    result = register_scans(
+        fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, progress=callback
+    )
+    if bar is not None:
+        bar.close()
+    metrics = {
+        "fixed": str(fixed.path),
+        "moving": str(moving.path),
+        "weights": str(bundle.weights),
+        "device": str(device),
+        **result.metrics,
+    }
+    with outputs:
+        outputs.write_nifti("warped.nii.gz", result.warped, fixed.file_affine)
+        outputs.write_with(
+            "ddf.nii.gz", lambda p: write_itk_displacement(p, result.displacement, fixed.affine, overwrite=True)
+        )
+        if result.warped_labels is not None:
+            outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed.file_affine)
+        outputs.write_json("metrics.json", metrics)
+        outputs.commit()
+    if not args.quiet:
+        shown = {k: v for k, v in metrics.items() if k in ("mean_dice_before", "mean_dice", "folding_percent")}
+        if "loss_refined" in metrics:
+            shown["loss"] = f"{metrics['loss_network']:.4f} -> {metrics['loss_refined']:.4f}"
+        shown["seconds"] = round(metrics["seconds"], 2)
+        print(f"registered {moving.path.name} to {fixed.path.name}: {json.dumps(shown)} -> {args.out_dir}")
