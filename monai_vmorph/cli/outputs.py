@@ -51,7 +51,7 @@ class OutputSet:
         protected = {Path(p).resolve() for p in inputs if p is not None}
         for path in self.paths.values():
             if path.resolve() in protected:
-                raise CLIError(f"output {path} is one of the inputs; choose another --out-dir")
+                raise CLIError(f"output {path} is one of the inputs; choose another output path")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise CLIError(f"output folder {self.out_dir} is a file; give a folder for --out-dir")
         if not overwrite:
