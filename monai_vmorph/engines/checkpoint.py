@@ -60,7 +60,9 @@ class RegistrationCheckpointer:
 
     * On the trainer's ``STARTED``: if ``resume`` and ``last.pt`` exists, load the network, optimizer, trainer
       (epoch, iteration) and the best metric so far, with ``torch.load(..., weights_only=True)``. The
-      current ``max_epochs`` is kept, so a finished run can be extended by raising it.
+      current ``max_epochs`` and the optimizer's configured learning rates are kept (its moments are restored),
+      so a finished run can be extended by raising ``max_epochs`` and a diverged one resumed with a lower
+      ``learning_rate``.
     * On each validation (the evaluator's ``EPOCH_COMPLETED``): if the key metric is finite and better than
       every earlier one, write ``best_network``'s state dict to ``model.pt``.
     * On the trainer's ``EPOCH_COMPLETED`` (attach this handler after the ``ValidationHandler``): write
@@ -124,7 +126,10 @@ class RegistrationCheckpointer:
             return
         state = torch.load(self.last_path, map_location="cpu", weights_only=True)
         _unwrap(self.network).load_state_dict(state["network"])
+        configured_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, configured_lrs, strict=True):
+            group["lr"] = lr
         for name, obj in self.extra.items():
             obj.load_state_dict(state["extra"][name])
         max_epochs = engine.state.max_epochs

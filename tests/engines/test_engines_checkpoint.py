@@ -17,11 +17,11 @@ from monai_vmorph.engines import (
 DATA = list(range(4))  # four iterations per epoch
 
 
-def _setup(tmp_path, metrics, nan_at=None, resume=True, crash_at=None):
+def _setup(tmp_path, metrics, nan_at=None, resume=True, crash_at=None, lr=0.1):
     """A trainer on y = 2x with SGD, an evaluator returning ``metrics[epoch - 1]``, and the checkpointer."""
     torch.manual_seed(0)
     net = torch.nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
 
     def train_step(engine, batch):
         if crash_at is not None and engine.state.iteration == crash_at:
@@ -112,6 +112,21 @@ def test_a_nan_loss_stops_training_and_keeps_the_checkpoints_of_the_good_epochs(
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["trainer"]["iteration"] == 4 and last["best_epoch"] == 1
     assert torch.isfinite(best["weight"]).all() and torch.equal(best["weight"], last["network"]["weight"])
+
+
+def test_a_resumed_run_uses_the_configured_learning_rate_and_the_saved_momentum(tmp_path):
+    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3, 0.5], nan_at=5)
+    with pytest.raises(TrainingDivergedError):
+        trainer.run(DATA, max_epochs=2)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
+    trainer, net, optimizer, _ = _setup(tmp_path, metrics=[0.3, 0.5], lr=0.01)  # "lower learning_rate, run again"
+    momentum = []
+    trainer.add_event_handler(
+        Events.STARTED, lambda engine: momentum.append(optimizer.state[net.weight]["momentum_buffer"].clone())
+    )
+    trainer.run(DATA, max_epochs=2)
+    assert optimizer.param_groups[0]["lr"] == 0.01 and saved["param_groups"][0]["lr"] == 0.1
+    assert torch.equal(momentum[0], saved["state"][0]["momentum_buffer"])
 
 
 def test_nan_validation_metric_never_replaces_the_best_model(tmp_path):
