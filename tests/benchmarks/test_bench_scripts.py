@@ -116,3 +116,51 @@ def test_bench_networks_rejects_cuda_without_a_gpu():
     result = _bench_networks("--device", "cuda", "--size", "16", "16")
     assert result.returncode == 2 and "--device cuda needs a GPU" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _bench_accuracy(*args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _accuracy_tables(stdout):
+    """``{task: {method: cells}}`` from bench_accuracy's ``## Task X`` tables."""
+    tables, task = {}, None
+    for line in stdout.splitlines():
+        if line.startswith("## Task "):
+            task = line.split()[2]
+            tables[task] = {}
+        elif task is not None and line.startswith("| ") and not line.startswith("| method"):
+            cells = [cell.strip() for cell in line.split("|")[1:-1]]
+            tables[task][cells[0]] = cells
+    return tables
+
+
+def _mean(cell):
+    return float(cell.split(" ± ")[0])
+
+
+def test_bench_accuracy_quick_scores_identity_and_demons():
+    result = _bench_accuracy("--quick", "--methods", "identity", "sitk-demons")
+    assert result.returncode == 0, result.stderr
+    assert "# command: python benchmarks/bench_accuracy.py --quick --methods identity sitk-demons" in result.stdout
+    tables = _accuracy_tables(result.stdout)
+    assert set(tables) == {"S", "I"}
+    assert all(list(rows) == ["identity", "sitk-demons"] for rows in tables.values())
+    synthetic, inter = tables["S"], tables["I"]
+    # Task I's quick pair is icbm09a <- colin27: its identity Dice is in data/README.md (mean 0.5401)
+    assert _mean(inter["identity"][1]) == pytest.approx(0.540, abs=0.002)
+    assert _mean(synthetic["identity"][1]) < 1
+    assert _mean(synthetic["sitk-demons"][1]) > _mean(synthetic["identity"][1]) + 0.05
+    assert _mean(synthetic["sitk-demons"][2]) < _mean(synthetic["identity"][2])  # endpoint error (mm)
+    assert float(synthetic["identity"][3]) == 0  # no folding
+
+
+def test_bench_accuracy_rejects_an_unknown_method():
+    result = _bench_accuracy("--methods", "identity", "voxelmorph-tf")
+    assert result.returncode == 2 and "--methods: unknown voxelmorph-tf" in result.stderr
+    assert "Traceback" not in result.stderr

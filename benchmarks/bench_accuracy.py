@@ -1,0 +1,533 @@
+"""Accuracy and time per pair of our VoxelMorph model against classical registration, on the embedded 3D brains.
+
+Two tasks on ``data/brain_3d`` (four T1 brains with CSF/GM/WM labels on one 2 mm MNI grid):
+
+* **S (synthetic):** each subject (image and labels) is warped by a known random smooth diffeomorphic field
+  (:class:`~monai_vmorph.transforms.RandSyntheticPaird`: ``fixed(x) = moving(x + u(x))``, largest velocity
+  component 4 voxels = 8 mm, control points every 16 voxels; seeds fixed); the subject is registered to its
+  warped copy. Reported: tissue Dice, endpoint error (mm) against ``u`` inside the brain (fixed label > 0),
+  % folding, seconds per pair.
+* **I (inter-subject):** the dataset's ``registration_val`` pairs (``--all-pairs``: all 12 ordered pairs).
+  Reported: Dice, % folding, SDlogJ (Learn2Reg's, :func:`monai_vmorph.metrics.sdlogj`), seconds per pair.
+
+Every method returns a displacement field on the fixed grid, converted to our voxel DDF ``(1, 3, *S)``
+(``warped(x) = moving(x + u(x))``); ONE code path then scores all of them: the moving labels are warped by
+:func:`monai_vmorph.io.warp_physical` in ``"label"`` mode (one-hot, linear, argmax), Dice is the mean over labels
+1-3, folding is ``det J <= 0``. The synthetic fixed labels are made by the same label warp with the true field,
+so a perfect registration scores Dice 1 and EPE 0. Seconds cover the registration call only (model and
+library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK and ANTs.
+
+Methods:
+
+* ``identity``: zero displacement.
+* ``ours`` / ``ours+refine``: :func:`monai_vmorph.cli.pipeline.register_scans` with the shipped brain bundle's
+  weights (or ``--weights``), without / with ``--refine`` instance-optimisation steps; its seconds include
+  ``register_scans``' intensity normalisation, resampling to the network grid and warping back.
+* ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
+  (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
+  space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be
+  the identity). Its forward warp ``1Warp.nii.gz`` (ITK displacement field, LPS mm) is read with
+  :func:`monai_vmorph.io.read_itk_displacement`; on the first pair the labels warped by that converted field are
+  compared with ``ants.apply_transforms(interpolator="nearestNeighbor")`` and the agreement printed.
+* ``sitk-demons``: SimpleITK ``DiffeomorphicDemonsRegistrationFilter`` after histogram matching of the moving
+  image to the fixed one, symmetric gradient, field smoothing std 1.5 voxels, 100 iterations at the full
+  resolution preceded by 100 at half resolution (the field is carried over).
+* ``elastix-bspline``: itk-elastix with ``GetDefaultParameterMap("bspline")`` (4 resolutions x 256 iterations,
+  Mattes MI + bending energy, final grid spacing 10 mm), only ``WriteResultImage`` off (output only); the field
+  from ``itk.transformix_deformation_field``. Its threads are ITK's global default (``number_of_threads=``
+  crashes itk-elastix 0.25.4).
+
+``--quick`` (smoke run, not for numbers): the first synthetic pair and the first ``registration_val`` pair only,
+``ours+refine`` 5 steps, demons 20 iterations at full resolution only, ants-syn 10x5x0 iterations, elastix
+2 resolutions x 20 iterations. Images are never downsampled, so identity scores are those of the full benchmark.
+
+A method that cannot run (missing weights or package) gives a row "not available: <reason>".
+
+    python benchmarks/bench_accuracy.py                       # both tasks, all methods, 1 synthetic pair/subject
+    python benchmarks/bench_accuracy.py --quick --methods identity sitk-demons   # smoke run
+
+Needs ``pip install -e .[bench]`` for the ants-syn and elastix-bspline rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import monai
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from monai_vmorph.cli.errors import CLIError
+from monai_vmorph.cli.inputs import Scan, load_scan
+from monai_vmorph.data import learn2reg_datalist
+from monai_vmorph.io import affine_to_itk, itk_to_affine, read_itk_displacement, resample_displacement, warp_physical
+from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, sdlogj
+from monai_vmorph.transforms import RandSyntheticPaird
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("identity", "ours", "ours+refine", "ants-syn", "sitk-demons", "elastix-bspline")
+TASKS = {"S": "synthetic", "I": "inter-subject"}
+LABELS = (1, 2, 3)
+NA = "not available"
+
+
+class NotAvailable(Exception):
+    """A method that cannot run here; the message is the reason shown in its row."""
+
+
+@dataclass
+class Pair:
+    """One registration problem on the fixed grid; ``ddf_true`` (voxels, ``(1, 3, *S)``) for synthetic pairs."""
+
+    name: str
+    fixed: Scan
+    moving: Scan
+    fixed_labels: np.ndarray
+    moving_labels: np.ndarray
+    ddf_true: torch.Tensor | None = None
+
+
+@dataclass
+class Settings:
+    quick: bool
+    refine: int
+    weights: str | None
+    threads: int
+
+
+# --------------------------------------------------------------------------------------------- conventions
+def ras_to_ddf(displacement: np.ndarray, affine: np.ndarray) -> torch.Tensor:
+    """A ``(*S, ndim)`` RAS mm displacement on a grid -> our voxel DDF ``(1, ndim, *S)`` on that grid."""
+    ndim = displacement.shape[-1]
+    voxels = np.asarray(displacement, dtype=np.float64) @ np.linalg.inv(affine[:ndim, :ndim]).T
+    return torch.as_tensor(np.moveaxis(voxels, -1, 0)[None].astype(np.float32))
+
+
+def ddf_to_ras(ddf: torch.Tensor, affine: np.ndarray) -> np.ndarray:
+    """Our voxel DDF ``(1, ndim, *S)`` -> ``(*S, ndim)`` RAS mm displacement (float64) on the same grid."""
+    ndim = ddf.shape[1]
+    return np.moveaxis(ddf[0].double().numpy(), 0, -1) @ np.asarray(affine[:ndim, :ndim], dtype=np.float64).T
+
+
+def _on_fixed_grid(displacement: np.ndarray, affine: np.ndarray, pair: Pair) -> torch.Tensor:
+    """A RAS mm field on grid ``affine`` as our voxel DDF on the fixed grid (resampled if the grids differ)."""
+    shape = pair.fixed.array.shape
+    if displacement.shape[:-1] != shape or not np.allclose(affine, pair.fixed.affine, atol=1e-4):
+        displacement = resample_displacement(displacement, affine, shape, pair.fixed.affine)
+    return ras_to_ddf(displacement, pair.fixed.affine)
+
+
+def _lps_vector_array_to_ras(array_zyx: np.ndarray) -> np.ndarray:
+    """SimpleITK/ITK vector array ``(z, y, x, 3)`` of LPS mm vectors -> ``(x, y, z, 3)`` RAS mm."""
+    return np.ascontiguousarray(array_zyx.transpose(2, 1, 0, 3)) * np.array([-1.0, -1.0, 1.0])
+
+
+def _sitk_image(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.astype(np.float32).transpose(2, 1, 0)))
+    origin, spacing, direction = affine_to_itk(affine)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+# --------------------------------------------------------------------------------------------- data
+def _labels_of(path: str) -> np.ndarray:
+    return load_scan(path, "label", labels=True).array
+
+
+def synthetic_pairs(subjects: list[dict], per_subject: int, seed: int) -> list[Pair]:
+    """Task S: every subject warped by known random smooth fields (``per_subject`` seeds each)."""
+    pairs = []
+    for i, subject in enumerate(subjects):
+        scan, labels = load_scan(subject["image"], "image"), _labels_of(subject["label"])
+        for k in range(per_subject):
+            synth = RandSyntheticPaird()
+            synth.set_random_state(seed + 1000 * i + k)
+            out = synth({"image": torch.as_tensor(scan.array)[None], "name": subject["name"]})
+            ddf_true = out["ddf_true"][None].float()
+            shape, affine = scan.array.shape, scan.affine
+            fixed_labels = warp_physical(labels, affine, shape, affine, ddf_to_ras(ddf_true, affine), "label")
+            fixed = Scan(scan.path, out["fixed_image"][0].numpy().astype(np.float32), affine, scan.file_affine)
+            name = f"{subject['name'].removesuffix('_0000')} #{k}"
+            pairs.append(Pair(name, fixed, scan, fixed_labels, labels, ddf_true))
+    return pairs
+
+
+def inter_subject_pairs(dataset: dict, all_pairs: bool) -> list[Pair]:
+    """Task I: ``registration_val`` (fixed <- moving), or every ordered pair of subjects."""
+    if all_pairs:
+        subjects = dataset["training"]
+        items = [(f["image"], f["label"], m["image"], m["label"]) for f in subjects for m in subjects if f is not m]
+    else:
+        items = [
+            (p["fixed_image"], p["fixed_label"], p["moving_image"], p["moving_label"])
+            for p in dataset["registration_val"]
+        ]
+    pairs = []
+    for fixed, fixed_labels, moving, moving_labels in items:
+        name = f"{Path(fixed).name.split('_0000')[0]} <- {Path(moving).name.split('_0000')[0]}"
+        scans = load_scan(fixed, "fixed"), load_scan(moving, "moving")
+        pairs.append(Pair(name, *scans, _labels_of(fixed_labels), _labels_of(moving_labels)))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------- methods
+class Method:
+    """``prepare()`` once (untimed, may raise :class:`NotAvailable`), then ``run(pair)`` -> voxel DDF (timed)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def prepare(self) -> None:
+        return None
+
+    def run(self, pair: Pair) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, pair: Pair, ddf: torch.Tensor) -> str | None:
+        """Optional note after the first pair (untimed)."""
+        return None
+
+    def _image(self, array: np.ndarray, affine: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def images(self, pair: Pair) -> tuple:
+        """The pair's fixed and moving images in the method's own image type (``_image``)."""
+        return self._image(pair.fixed.array, pair.fixed.affine), self._image(pair.moving.array, pair.moving.affine)
+
+
+class Identity(Method):
+    def run(self, pair: Pair) -> torch.Tensor:
+        return torch.zeros((1, 3, *pair.fixed.array.shape))
+
+
+class Ours(Method):
+    def __init__(self, settings: Settings, refine: int) -> None:
+        super().__init__(settings)
+        self.refine = refine
+
+    def prepare(self) -> None:
+        from monai_vmorph.cli.model import load_bundle_model
+
+        try:
+            self.bundle = load_bundle_model(3, torch.device("cpu"), weights=self.settings.weights)
+        except CLIError as error:
+            raise NotAvailable(str(error)) from None
+
+    def run(self, pair: Pair) -> torch.Tensor:
+        from monai_vmorph.cli.pipeline import register_scans
+
+        result = register_scans(pair.fixed, pair.moving, self.bundle, refine=self.refine)
+        return _on_fixed_grid(result.displacement, pair.fixed.affine, pair)
+
+
+class AntsSyN(Method):
+    def prepare(self) -> None:
+        try:
+            import ants
+        except Exception as error:  # ImportError, or a broken install
+            raise NotAvailable(
+                f"antspyx cannot be imported ({type(error).__name__}: {error}); pip install -e .[bench]"
+            ) from None
+        self.ants = ants
+        self.checked = False
+        self.transforms: list[str] = []
+        self.files: set[str] = set()
+
+    def _image(self, array: np.ndarray, affine: np.ndarray):
+        origin, spacing, direction = affine_to_itk(affine)
+        data = np.ascontiguousarray(array.astype(np.float32))
+        return self.ants.from_numpy(
+            data, origin=list(origin), spacing=list(spacing), direction=np.reshape(direction, (3, 3))
+        )
+
+    def run(self, pair: Pair) -> torch.Tensor:
+        self._cleanup()
+        fixed, moving = self.images(pair)
+        options = {"reg_iterations": (10, 5, 0)} if self.settings.quick else {}
+        reg = self.ants.registration(fixed, moving, type_of_transform="SyNOnly", **options)
+        self.transforms = list(reg["fwdtransforms"])
+        self.files = {*self.transforms, *reg["invtransforms"]}
+        # SyNOnly starts from the identity, which ANTs still writes as a 0GenericAffine.mat: check it is one
+        warps = [t for t in self.transforms if t.endswith("Warp.nii.gz")]
+        for path in self.transforms:
+            if path.endswith(".mat"):
+                parameters = np.asarray(self.ants.read_transform(path).parameters, dtype=np.float64)
+                if not np.allclose(parameters, np.concatenate([np.eye(3).ravel(), np.zeros(3)]), atol=1e-6):
+                    raise RuntimeError(f"SyNOnly returned a non-identity affine {path}: {parameters.tolist()}")
+        if len(warps) != 1:
+            raise RuntimeError(f"SyNOnly returned {self.transforms}, expected one *Warp.nii.gz")
+        displacement, affine = read_itk_displacement(warps[0], 3)
+        if self.checked:  # the files are kept for check() on the first pair only
+            self._cleanup()
+        return _on_fixed_grid(displacement, affine, pair)
+
+    def check(self, pair: Pair, ddf: torch.Tensor) -> str | None:
+        if self.checked or not self.transforms:
+            return None
+        self.checked = True
+        fixed = self._image(pair.fixed.array, pair.fixed.affine)
+        labels = self._image(pair.moving_labels, pair.moving.affine)
+        theirs = self.ants.apply_transforms(fixed, labels, self.transforms, interpolator="nearestNeighbor").numpy()
+        shape, affine = pair.fixed.array.shape, pair.fixed.affine
+        ours = warp_physical(pair.moving_labels, pair.moving.affine, shape, affine, ddf_to_ras(ddf, affine), "nearest")
+        agree = float(np.mean(np.rint(theirs).astype(np.int64) == ours.astype(np.int64)))
+        self._cleanup()
+        return (
+            f"ants-syn field check ({pair.name}): moving labels warped (nearest) through our converted field and "
+            f"by ants.apply_transforms(interpolator='nearestNeighbor') agree on {100 * agree:.3f} % of voxels"
+        )
+
+    def _cleanup(self) -> None:
+        for path in self.files:
+            Path(path).unlink(missing_ok=True)
+        self.transforms, self.files = [], set()
+
+
+class SitkDemons(Method):
+    def run(self, pair: Pair) -> torch.Tensor:
+        iterations = 20 if self.settings.quick else 100
+        fixed = _sitk_image(pair.fixed.array, pair.fixed.affine)
+        moving = _sitk_image(pair.moving.array, pair.moving.affine)
+        moving = sitk.HistogramMatching(moving, fixed, 1024, 7, True)
+        demons = sitk.DiffeomorphicDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(iterations)
+        demons.SetStandardDeviations(1.5)
+        demons.SetSmoothDisplacementField(True)
+        demons.SetUseGradientType(demons.Symmetric)
+        field = None
+        for shrink in (1,) if self.settings.quick else (2, 1):
+            f, m = (sitk.BinShrink(im, [shrink] * 3) if shrink > 1 else im for im in (fixed, moving))
+            if field is None:
+                field = sitk.Image(f.GetSize(), sitk.sitkVectorFloat64, 3)
+                field.CopyInformation(f)
+            else:  # carry the coarse field over (physical mm vectors: only resampled)
+                field = sitk.Resample(field, f, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
+            field = demons.Execute(f, m, field)
+        displacement = _lps_vector_array_to_ras(sitk.GetArrayFromImage(field))
+        return _on_fixed_grid(displacement, pair.fixed.affine, pair)
+
+
+class ElastixBSpline(Method):
+    def prepare(self) -> None:
+        try:
+            import itk
+
+            itk.ParameterObject  # noqa: B018  (itk-elastix's lazy attribute: fails without the package)
+        except Exception as error:
+            raise NotAvailable(
+                f"itk-elastix cannot be used ({type(error).__name__}: {error}); pip install -e .[bench]"
+            ) from None
+        self.itk = itk
+        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(self.settings.threads)
+
+    def _image(self, array: np.ndarray, affine: np.ndarray):
+        image = self.itk.image_from_array(np.ascontiguousarray(array.astype(np.float32).transpose(2, 1, 0)))
+        origin, spacing, direction = affine_to_itk(affine)
+        image.SetOrigin(origin)
+        image.SetSpacing(spacing)
+        image.SetDirection(self.itk.matrix_from_array(np.reshape(direction, (3, 3))))
+        return image
+
+    def run(self, pair: Pair) -> torch.Tensor:
+        itk = self.itk
+        fixed, moving = self.images(pair)
+        parameters = itk.ParameterObject.New()
+        if self.settings.quick:
+            bspline = parameters.GetDefaultParameterMap("bspline", 2)
+            bspline["MaximumNumberOfIterations"] = ["20"]
+        else:
+            bspline = parameters.GetDefaultParameterMap("bspline")
+        bspline["WriteResultImage"] = ["false"]  # output only: the warped image is not used
+        parameters.AddParameterMap(bspline)
+        _, transform = itk.elastix_registration_method(
+            fixed, moving, parameter_object=parameters, log_to_console=False
+        )  # threads: the ITK global default (number_of_threads=... segfaults in itk-elastix 0.25.4)
+        with tempfile.TemporaryDirectory() as out:  # transformix writes deformationField.nii there (default: cwd)
+            field = itk.transformix_deformation_field(moving, transform, output_directory=out)
+            displacement = _lps_vector_array_to_ras(itk.array_from_image(field))
+        direction = itk.array_from_matrix(field.GetDirection()).reshape(-1)
+        affine = itk_to_affine(tuple(field.GetOrigin()), tuple(field.GetSpacing()), direction)
+        return _on_fixed_grid(displacement, affine, pair)
+
+
+def build_method(name: str, settings: Settings) -> Method:
+    return {
+        "identity": lambda: Identity(settings),
+        "ours": lambda: Ours(settings, 0),
+        "ours+refine": lambda: Ours(settings, settings.refine),
+        "ants-syn": lambda: AntsSyN(settings),
+        "sitk-demons": lambda: SitkDemons(settings),
+        "elastix-bspline": lambda: ElastixBSpline(settings),
+    }[name]()
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def evaluate(pair: Pair, ddf: torch.Tensor) -> dict[str, float]:
+    """The shared metrics of one method's voxel DDF on one pair."""
+    shape, affine = pair.fixed.array.shape, pair.fixed.affine
+    displacement = ddf_to_ras(ddf, affine)
+    warped = warp_physical(pair.moving_labels, pair.moving.affine, shape, affine, displacement, "label")
+    dice = label_dice(torch.as_tensor(warped)[None, None], torch.as_tensor(pair.fixed_labels)[None, None], LABELS)
+    scores = {
+        "dice": float(np.nanmean(dice[0].numpy())),
+        "folding": 100.0 * float(folding_fraction(ddf)[0]),
+        "sdlogj": float(sdlogj(ddf)[0]),
+    }
+    if pair.ddf_true is not None:
+        spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist()
+        mask = torch.as_tensor(pair.fixed_labels > 0)[None, None]
+        scores["epe"] = float(endpoint_error(ddf, pair.ddf_true, spacing, mask)[0])
+    return scores
+
+
+def _mean_std(values: list[float], spec: str) -> str:
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{spec}} ± {std:{spec}}"
+
+
+def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> None:
+    """Register every pair with every method, then print the task's Markdown table."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
+    for pair in pairs:
+        for name, method in methods.items():
+            if isinstance(method, str):
+                continue
+            start = time.perf_counter()
+            try:
+                ddf = method.run(pair)
+            except Exception as error:  # a library failing on this data: report it, go on with the others
+                reason = " ".join(str(error).split())[:300]
+                methods[name] = f"failed on {pair.name}: {type(error).__name__}: {reason}"
+                print(f"# {name}: {methods[name]}")
+                continue
+            seconds = time.perf_counter() - start
+            note = method.check(pair, ddf)
+            if note:
+                print(f"# {note}")
+            scores = {**evaluate(pair, ddf), "seconds": seconds}
+            results[name].append(scores)
+            print(
+                f"# {TASKS[task]} {pair.name}: {name} Dice {scores['dice']:.4f}, folding {scores['folding']:.3f} %, "
+                f"{seconds:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    synthetic = task == "S"
+    print(f"\n## Task {task} ({TASKS[task]}), {len(pairs)} pair(s): " + "; ".join(p.name for p in pairs))
+    extra = "EPE (mm)" if synthetic else "SDlogJ"
+    print(f"| method | Dice mean ± std | {extra} | folding (%) | s/pair |")
+    print("|---|---:|---:|---:|---:|")
+    for name, method in methods.items():
+        if isinstance(method, str):
+            print(f"| {name} | {NA}: {method} | — | — | — |")
+            continue
+        rows = results[name]
+        column = _mean_std([r["epe" if synthetic else "sdlogj"] for r in rows], ".3f")
+        folding = statistics.fmean(r["folding"] for r in rows)
+        seconds = statistics.fmean(r["seconds"] for r in rows)
+        print(f"| {name} | {_mean_std([r['dice'] for r in rows], '.3f')} | {column} | {folding:.3f} | {seconds:.2f} |")
+
+
+# --------------------------------------------------------------------------------------------- command line
+def _version(package: str) -> str:
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return f"{package} not installed"
+
+
+def _machine_line(threads: int) -> str:
+    name = platform.processor() or platform.machine()
+    return (
+        f"# {name}, {os.cpu_count()} CPUs, {threads} threads, torch {torch.__version__}, MONAI {monai.__version__}, "
+        f"SimpleITK {sitk.Version.VersionString()}, {_version('antspyx')}, {_version('itk-elastix')}"
+    )
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {' '.join(METHODS)}")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="S (synthetic), I (inter-subject) or both")
+    parser.add_argument("--pairs-per-subject", type=int, default=1, help="synthetic pairs per subject (task S)")
+    parser.add_argument("--all-pairs", action="store_true", help="task I: all 12 ordered pairs, not registration_val")
+    parser.add_argument("--refine", type=int, default=50, help="instance-optimisation steps of ours+refine")
+    parser.add_argument("--weights", help="model weights (default: bundles/voxelmorph_brain_3d/models/model.pt)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for torch, SimpleITK, ITK and ANTs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic fields")
+    parser.add_argument("--data", default=str(ROOT / "data" / "brain_3d"), help="Learn2Reg-style 3D dataset folder")
+    parser.add_argument("--quick", action="store_true", help="smoke mode: 1 pair per task, few iterations")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {' '.join(unknown)}; choose from {' '.join(METHODS)}")
+    if any(t not in TASKS for t in args.tasks):
+        parser.error("--tasks takes S (synthetic) and/or I (inter-subject)")
+    for option, value, low in (("--pairs-per-subject", args.pairs_per_subject, 1), ("--refine", args.refine, 1)):
+        if value < low:
+            parser.error(f"{option} must be >= {low}")
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.weights is not None and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights} is not a file")
+    if not Path(args.data).is_dir():
+        parser.error(f"--data {args.data} is not a folder")
+    args.methods = list(dict.fromkeys(args.methods))
+    args.tasks = list(dict.fromkeys(args.tasks))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    # ITK (and so ANTs, elastix) read this when their thread pools start: set it before they are imported
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    warnings.filterwarnings("ignore", message="monai.networks.blocks.Warp")
+    settings = Settings(args.quick, 5 if args.quick else args.refine, args.weights, args.threads)
+    try:
+        dataset = learn2reg_datalist(args.data)
+    except Exception as error:  # DataError: a one-line reason
+        print(f"bench_accuracy.py: error: --data {args.data}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(_machine_line(args.threads))
+    given = sys.argv[1:] if argv is None else argv
+    print("# command: python benchmarks/bench_accuracy.py " + " ".join(shlex.quote(a) for a in given))
+    methods: dict[str, Method | str] = {}
+    for name in args.methods:
+        method = build_method(name, settings)
+        try:
+            method.prepare()
+            methods[name] = method
+        except NotAvailable as reason:
+            methods[name] = str(reason)
+            print(f"# {name}: {NA}: {reason}")
+    if args.quick:
+        print(
+            f"# quick mode: 1 pair per task; ours+refine {settings.refine} steps, demons 20 iterations (full "
+            "resolution only), ants-syn 10x5x0, elastix 2 resolutions x 20 iterations"
+        )
+    for task in args.tasks:
+        if task == "S":
+            subjects = dataset["training"][:1] if args.quick else dataset["training"]
+            pairs = synthetic_pairs(subjects, 1 if args.quick else args.pairs_per_subject, args.seed)
+        else:
+            pairs = inter_subject_pairs(dataset, args.all_pairs and not args.quick)
+        run_task(task, pairs[:1] if args.quick else pairs, methods)
+
+
+if __name__ == "__main__":
+    main()
