@@ -54,6 +54,11 @@ def _register(f, out, **replace):
     return ["register", *[str(x) for kv in args.items() for x in kv if x is not None]]
 
 
+def _warp(f, out, **replace):
+    args = {"--field": f["field2d"], "--moving": f["image"], "--reference": f["image"], "--out": out / "w.nii.gz"}
+    return ["warp", *[str(x) for kv in {**args, **replace}.items() for x in kv]]
+
+
 CASES = {
     "missing file": (lambda f, o: _register(f, o, **{"--fixed": f["image"].parent / "nope.nii.gz"}), "does not exist"),
     "not NIfTI": (lambda f, o: _register(f, o, **{"--moving": f["plain"]}), "is not a readable NIfTI image"),
@@ -76,49 +81,15 @@ CASES = {
     "missing bundle": (lambda f, o: _register(f, o, **{"--bundle": o.parent / "nb"}), "is not a folder"),
     "missing argument": (lambda f, o: ["register", "--fixed", str(f["image"])], "required"),
     "unknown command": (lambda f, o: ["align"], "invalid choice"),
-    "field components": (
-        lambda f, o: [
-            "warp",
-            "--field",
-            f["field2d"],
-            "--moving",
-            f["image"],
-            "--reference",
-            f["image"],
-            "--out",
-            o / "w.nii.gz",
-        ],
-        "field",
-    ),
-    "bad interp": (
-        lambda f, o: [
-            "warp",
-            "--field",
-            f["field2d"],
-            "--moving",
-            f["image"],
-            "--reference",
-            f["image"],
-            "--out",
-            o / "w.nii.gz",
-            "--interp",
-            "cubic",
-        ],
-        "argument --interp",
-    ),
+    "field components": (lambda f, o: _warp(f, o), "field"),
+    "bad interp": (lambda f, o: _warp(f, o, **{"--interp": "cubic"}), "argument --interp"),
     "output is the input": (
-        lambda f, o: [
-            "warp",
-            "--field",
-            f["field2d"],
-            "--moving",
-            f["image2d"],
-            "--reference",
-            f["image2d"],
-            "--out",
-            f["image2d"],
-            "--overwrite",
-        ],
+        lambda f, o: (
+            [
+                *_warp(f, o, **{"--moving": f["image2d"], "--reference": f["image2d"], "--out": f["image2d"]}),
+                "--overwrite",
+            ]
+        ),
         "is one of the inputs",
     ),
     "missing pairs": (lambda f, o: ["evaluate", "--pairs", o / "pairs.csv", "--out-dir", o], "does not exist"),
