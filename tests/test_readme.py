@@ -45,7 +45,9 @@ def test_readme_data_pipeline_example_runs_on_the_embedded_data(monkeypatch):
 
 
 def _cli_block() -> str:
-    return next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if "monai-vmorph" in b)
+    return next(
+        b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if "monai-vmorph register" in b
+    )
 
 
 @pytest.mark.slow
