@@ -70,8 +70,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(pairs), desc="pairs", unit="pair", file=sys.stderr)
-    for pair in pairs:
-        fixed = load_scan(pair[FIXED_IMAGE], "fixed image")
+    for index, pair in enumerate(pairs):
+        fixed = first if index == 0 else load_scan(pair[FIXED_IMAGE], "fixed image")
         moving = load_scan(pair[MOVING_IMAGE], "moving image")
         moving_labels = load_scan(pair[MOVING_LABEL], "moving label", labels=True) if pair.get(MOVING_LABEL) else None
         fixed_labels = load_scan(pair[FIXED_LABEL], "fixed label", labels=True) if pair.get(FIXED_LABEL) else None

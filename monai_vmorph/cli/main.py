@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message}; see {self.prog} --help")
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -53,7 +53,11 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
         parser.add_argument("--weights", help="weights file (default: <bundle>/models/model.pt)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
         parser.add_argument(
-            "--refine", type=_positive_int, default=0, metavar="N", help="instance-optimisation Adam steps (default 0)"
+            "--refine",
+            type=_non_negative_int,
+            default=0,
+            metavar="N",
+            help="instance-optimisation Adam steps (default 0)",
         )
         parser.add_argument(
             "--refine-lr", type=_positive_float, default=0.05, help="Adam step size in voxels (default 0.05)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,9 @@ import nibabel as nib
 import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
+from monai_vmorph.io.atomic import temporary_sibling
 
-__all__ = ["OutputSet", "nifti_affine"]
-
-
-def nifti_affine(affine: np.ndarray) -> np.ndarray:
-    """A ``4x4`` NIfTI affine from a ``3x3`` (2D, see :mod:`monai_vmorph.io.spaces`) or ``4x4`` one."""
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape == (4, 4):
-        return affine
-    out = np.eye(4)
-    out[:2, :2], out[:2, 3] = affine[:2, :2], affine[:2, 2]
-    return out
+__all__ = ["OutputSet"]
 
 
 class OutputSet:
@@ -75,22 +65,18 @@ class OutputSet:
     def _temporary(self, name: str) -> Path:
         if name not in self.paths:
             raise KeyError(f"{name} is not one of this command's outputs {sorted(self.paths)}.")
-        suffix = "".join(Path(name).suffixes)  # nibabel picks the compression from the suffix
-        handle, tmp = tempfile.mkstemp(prefix=f".{Path(name).name.split('.')[0]}.", suffix=suffix, dir=self.out_dir)
-        os.close(handle)
-        os.unlink(tmp)
-        self._pending[name] = Path(tmp)
-        return Path(tmp)
+        self._pending[name] = temporary_sibling(self.paths[name])
+        return self._pending[name]
 
     def write_with(self, name: str, writer: Callable[[Path], Any]) -> None:
         """Write output ``name`` by calling ``writer(temporary_path)``."""
         tmp = self._temporary(name)
         writer(tmp)
-        os.chmod(tmp, 0o644)
 
     def write_nifti(self, name: str, array: np.ndarray, affine: np.ndarray) -> None:
-        """Write ``array`` as NIfTI with ``affine`` (a ``3x3`` 2D one is embedded in ``4x4``); dtype is kept."""
-        image = nib.Nifti1Image(np.asarray(array), nifti_affine(affine))
+        """Write ``array`` as NIfTI with the ``4x4`` ``affine`` (a 2D scan's file affine, see ``Scan.file_affine``);
+        the dtype is kept."""
+        image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
         image.header.set_xyzt_units("mm", "sec")
         self.write_with(name, lambda p: nib.save(image, p))
 

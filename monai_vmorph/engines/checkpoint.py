@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+
+from monai_vmorph.io.atomic import atomic_write
 
 __all__ = ["RegistrationCheckpointer", "StopOnNonFiniteLoss", "TrainingDivergedError", "atomic_torch_save"]
 
@@ -30,24 +32,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     Returns:
         The written path. On any error the temporary file is removed and ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -157,13 +142,13 @@ class RegistrationCheckpointer:
             return
         epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
         self.best_metric, self.best_epoch = metric, epoch
-        if _is_main_process():
+        if idist.get_rank() == 0:
             atomic_torch_save(_unwrap(self.best_network).state_dict(), self.best_path)
             logger.info("epoch %d: new best %s %.4f, saved %s", epoch, self.key_metric, metric, self.best_path)
 
     def save_last(self, engine: Engine) -> None:
         """Write the resumable state ``last.pt``."""
-        if not _is_main_process():
+        if idist.get_rank() != 0:
             return
         state = {
             "network": _unwrap(self.network).state_dict(),

@@ -13,6 +13,7 @@ from monai.data.utils import to_affine_nd
 from monai.utils import CommonKeys
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_NAME
+from monai_vmorph.io.atomic import atomic_write
 
 __all__ = ["RegistrationWriter"]
 
@@ -58,16 +59,5 @@ class RegistrationWriter:
                 array = np.moveaxis(tensor.detach().float().cpu().numpy(), 0, -1)
                 if kind == "warped" and array.shape[-1] == 1:
                     array = array[..., 0]
-                _atomic_save(nib.Nifti1Image(array, affine), self._path(stem, kind))
+                atomic_write(self._path(stem, kind), nib.Nifti1Image(array, affine).to_filename)
         return dict(data)
-
-
-def _atomic_save(image: nib.Nifti1Image, path: str) -> None:
-    """Write ``image`` to a temporary file next to ``path`` and rename it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}.nii.gz"
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

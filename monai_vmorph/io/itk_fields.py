@@ -12,7 +12,6 @@ nibabel-convention affines (3x3 in 2D).
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -22,6 +21,7 @@ import torch
 
 from monai_vmorph.data.errors import DataError
 
+from .atomic import atomic_write
 from .spaces import affine_2d
 
 __all__ = ["affine_to_itk", "itk_to_affine", "read_itk_displacement", "write_itk_displacement"]
@@ -112,7 +112,7 @@ def write_itk_displacement(
         The written path.
     """
     path = Path(path)
-    suffix = _suffix(path)
+    _suffix(path)  # rejects names other than .nii / .nii.gz before any work
     a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     ndim = a.shape[0] - 1
     origin, spacing, direction = affine_to_itk(a)
@@ -136,15 +136,7 @@ def write_itk_displacement(
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
-    try:
-        sitk.WriteImage(image, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp)))
 
 
 def read_itk_displacement(path: str | os.PathLike, spatial_dims: int | None = None) -> tuple[np.ndarray, np.ndarray]:
