@@ -141,3 +141,26 @@ def test_doubleconv_unet_in_3d():
         DoubleConvUNet(1)
     with pytest.raises(ValueError, match="at least one encoder level"):
         VoxelMorphUNet(3, encoder_channels=(16, 32), decoder_channels=(32,))
+
+
+def test_in_place_activation_gives_the_same_gradients_as_out_of_place():
+    torch.manual_seed(0)
+    net = VoxelMorphUNet(3, encoder_channels=(4, 8), decoder_channels=(8, 8, 4))
+    acts = [m for m in net.modules() if isinstance(m, nn.LeakyReLU)]
+    assert acts and all(m.inplace and m.negative_slope == 0.2 for m in acts)
+    x = torch.randn(1, 2, 8, 8, 8, dtype=torch.float64)
+    net = net.double()
+
+    def grads():
+        net.zero_grad()
+        out = net(x)
+        (out**2).sum().backward()
+        return out.detach().clone(), [p.grad.clone() for p in net.parameters()]
+
+    out_inplace, g_inplace = grads()
+    for m in acts:
+        m.inplace = False
+    out_plain, g_plain = grads()
+    torch.testing.assert_close(out_inplace, out_plain, rtol=0, atol=0)
+    for a, b in zip(g_inplace, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

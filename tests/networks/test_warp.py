@@ -176,3 +176,39 @@ def test_bad_inputs_raise_clear_errors():
         SpatialTransformer(padding_mode="wrap")
     with pytest.raises(ValueError, match=r"bicubic.*3D"):
         warp(image, torch.zeros(1, 3, 8, 8, 8), mode="bicubic")
+
+
+def test_internal_identity_grid_is_cached_but_not_under_tracing():
+    import sys
+
+    warp_module = sys.modules["monai_vmorph.networks.blocks.warp"]
+    a = warp_module._identity((5, 6, 7), torch.device("cpu"), torch.float32)
+    b = warp_module._identity((5, 6, 7), torch.device("cpu"), torch.float32)
+    assert a is b  # built once per (shape, device, dtype)
+    torch.testing.assert_close(a, identity_grid((5, 6, 7)), rtol=0, atol=0)
+    assert warp_module._identity((5, 6, 8), torch.device("cpu"), torch.float32).shape == (1, 5, 6, 8, 3)
+
+    # a traced graph must not capture the cached tensor as a constant: tracing gets a fresh grid each call
+    seen = []
+
+    def fn(x):
+        grid = warp_module._identity(tuple(x.shape[2:]), x.device, x.dtype)
+        seen.append(grid)
+        return x + grid[..., 0].unsqueeze(1)
+
+    torch.jit.trace(fn, torch.zeros(1, 1, 5, 6, 7), check_trace=False)
+    assert seen[0] is not a
+
+
+def test_repeated_warps_with_the_cached_grid_give_identical_results():
+    image = _random_image((9, 11, 8), dtype=torch.float32)
+    ddf = 2 * torch.rand(1, 3, 9, 11, 8, generator=torch.Generator().manual_seed(3)) - 1
+    first = warp(image, ddf)
+    second = warp(image, ddf)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    # and the cached grid still equals a freshly built identity afterwards (nothing wrote into it)
+    fresh = identity_grid((9, 11, 8))
+    import sys
+
+    cached = sys.modules["monai_vmorph.networks.blocks.warp"]._identity((9, 11, 8), image.device, image.dtype)
+    torch.testing.assert_close(cached, fresh, rtol=0, atol=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_vmorph.networks.blocks.warp import _check_padding_mode, _warp, identity_grid
+from monai_vmorph.networks.blocks.warp import _check_padding_mode, _identity, _warp
 from monai_vmorph.validation import check_field, check_finite
 
 __all__ = ["VecInt", "integrate_velocity"]
@@ -37,7 +37,7 @@ def integrate_velocity(velocity: torch.Tensor, num_steps: int = 7, padding_mode:
     _check_padding_mode(padding_mode)
     if num_steps == 0:
         return velocity
-    identity = identity_grid(velocity.shape[2:], velocity.device, velocity.dtype)
+    identity = _identity(tuple(velocity.shape[2:]), velocity.device, velocity.dtype)
     ddf = velocity * (1.0 / 2**num_steps)
     for _ in range(num_steps):
         ddf = ddf + _warp(ddf, ddf, "bilinear", padding_mode, identity)

@@ -14,6 +14,7 @@ Convention (used everywhere inside ``monai_vmorph``; only :mod:`monai_vmorph.io`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -60,11 +61,28 @@ def identity_grid(
     return grid.to(dtype)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_identity(spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`identity_grid`, built once per (shape, device, dtype) and shared: internal, never written to.
+
+    Rebuilding the grid costs an ``affine_grid`` matmul and a fresh full-size allocation on every warp (about
+    20 ms of a 0.6 s 96x112x96 registration on 2 CPU cores); the few grids a run uses are kept instead.
+    """
+    return identity_grid(spatial_shape, device, dtype)
+
+
+def _identity(spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The identity grid for internal use: cached, except under tracing (a traced graph would store it)."""
+    if torch.jit.is_tracing():
+        return identity_grid(spatial_shape, device, dtype)
+    return _cached_identity(spatial_shape, device, dtype)
+
+
 def _sampling_grid(ddf: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
     """Normalised sampling grid ``(B, *S, ndim)`` for ``x + ddf(x)`` (no checks)."""
     spatial_shape = ddf.shape[2:]
     if identity is None:
-        identity = identity_grid(spatial_shape, ddf.device, ddf.dtype)
+        identity = _identity(tuple(spatial_shape), ddf.device, ddf.dtype)
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)], device=ddf.device, dtype=ddf.dtype)
     return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), scale)
 

@@ -11,7 +11,9 @@ from torch import nn
 
 __all__ = ["VoxelMorphUNet"]
 
-LEAKY_RELU_0_2 = ("leakyrelu", {"negative_slope": 0.2})
+#: LeakyReLU(0.2) in place: its backward needs only the output, and an in-place activation avoids allocating
+#: (and page-faulting) a second full-size tensor per block, the largest cost after the convolutions on CPU.
+LEAKY_RELU_0_2 = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
 
 
 def conv_act(spatial_dims: int, in_channels: int, out_channels: int, act: str | tuple = LEAKY_RELU_0_2) -> Convolution:
