@@ -136,7 +136,7 @@ def train(parser: ConfigParser, models: dict, args: argparse.Namespace) -> dict[
                 s["steps"] += 1
                 s["loss"] = float(loss.detach())
             done = ", ".join(
-                f"{n} {s['steps']} steps {s['seconds']:.0f} s loss {s['loss']:.4f}" for n, s in stats.items()
+                f"{n}: {s['steps']} steps, {s['seconds']:.0f} s, loss {s['loss']:.4f}" for n, s in stats.items()
             )
             print(f"# epoch {epoch}: {done}", file=sys.stderr, flush=True)
             if not any(running(name) for name in models):

@@ -19,6 +19,7 @@ from monai_vmorph.cli.model import BundleModel
 from monai_vmorph.engines.refine import refine_registration
 from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
+from monai_vmorph.transforms import INTENSITY_PERCENTILES
 
 __all__ = ["PairResult", "dice_per_label", "register_scans"]
 
@@ -48,8 +49,9 @@ class PairResult:
 
 
 def _normalise(array: np.ndarray) -> np.ndarray:
-    """Percentiles 1/99 to [0, 1], clipped: the bundles' ``registration_preprocessing`` intensity step."""
-    scale = ScaleIntensityRangePercentiles(lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True)
+    """Percentiles to [0, 1], clipped: the bundles' ``registration_preprocessing`` intensity step."""
+    lower, upper = INTENSITY_PERCENTILES
+    scale = ScaleIntensityRangePercentiles(lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)
     return np.asarray(scale(torch.as_tensor(array[None], dtype=torch.float32))[0], dtype=np.float32)
 
 

@@ -1,10 +1,11 @@
 """MONAI dictionary transforms for registration pairs: preprocessing, joint augmentation, synthetic pairs."""
 
 from monai_vmorph.transforms.augmentation import pair_augmentation
-from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd, registration_preprocessing
+from monai_vmorph.transforms.preprocessing import INTENSITY_PERCENTILES, EnsureSpatialDimsd, registration_preprocessing
 from monai_vmorph.transforms.synthetic import RandSmoothDeformd, RandSyntheticPaird, random_smooth_field
 
 __all__ = [
+    "INTENSITY_PERCENTILES",
     "EnsureSpatialDimsd",
     "RandSmoothDeformd",
     "RandSyntheticPaird",

@@ -35,7 +35,11 @@ from monai.transforms import (
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 
-__all__ = ["EnsureSpatialDimsd", "registration_preprocessing"]
+__all__ = ["INTENSITY_PERCENTILES", "EnsureSpatialDimsd", "registration_preprocessing"]
+
+#: Intensity percentiles mapped to [0, 1] (clipped) before registration: shared by the bundles' preprocessing and
+#: the command line, which must normalise scans exactly as the weights were trained.
+INTENSITY_PERCENTILES = (1.0, 99.0)
 
 # axis letters of the RAS convention (NIfTI world space), passed explicitly to Orientationd
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -98,7 +102,7 @@ def registration_preprocessing(
     pixdim: Sequence[float] | float | None = None,
     spatial_size: Sequence[int] | None = None,
     divisor: int = 16,
-    percentiles: tuple[float, float] = (1.0, 99.0),
+    percentiles: tuple[float, float] = INTENSITY_PERCENTILES,
     load: bool = True,
 ) -> Compose:
     """The standard preprocessing chain for registration pairs (see the module docstring).

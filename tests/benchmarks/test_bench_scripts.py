@@ -44,14 +44,19 @@ def test_bench_step_rejects_a_bad_size():
     assert "Traceback" not in result.stderr
 
 
-def _bench_networks(*args, env=None):
+def _bench(script, *args, env=None):
+    """Run ``benchmarks/<script>.py`` with ``args``; the completed process (output captured, not checked)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_networks.py"), *args],
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
     )
+
+
+def _bench_networks(*args, env=None):
+    return _bench("bench_networks", *args, env=env)
 
 
 def _table_rows(stdout):
@@ -119,12 +124,7 @@ def test_bench_networks_rejects_cuda_without_a_gpu():
 
 
 def _bench_accuracy(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return _bench("bench_accuracy", *args)
 
 
 def _accuracy_tables(stdout):
@@ -163,4 +163,35 @@ def test_bench_accuracy_quick_scores_identity_and_demons():
 def test_bench_accuracy_rejects_an_unknown_method():
     result = _bench_accuracy("--methods", "identity", "voxelmorph-tf")
     assert result.returncode == 2 and "--methods: unknown voxelmorph-tf" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _bench_budget(*args):
+    return _bench("bench_budget", *args)
+
+
+@pytest.mark.slow
+def test_bench_budget_quick_trains_both_on_the_same_batches_and_scores_them():
+    result = _bench_budget("--quick")
+    assert result.returncode == 0, result.stderr
+    rows = {row[0]: row for row in _table_rows(result.stdout)}
+    assert list(rows) == ["model", "identity", "ours", "monai"]
+    header = rows["model"]
+    identity, ours, monai = (dict(zip(header, rows[name], strict=True)) for name in ("identity", "ours", "monai"))
+    # the bundle's half-res model and bench_networks' matched MONAI build (327,331, as voxelmorph's vxm-2)
+    assert ours["params"] == "313,507" and monai["params"] == "327,331"
+    assert ours["steps"] == monai["steps"] == "1"
+    # identity scores are bench_accuracy's: Task I's quick pair icbm09a <- colin27 has Dice 0.5401 (data/README.md)
+    assert float(identity["Task I Dice"]) == pytest.approx(0.540, abs=0.002)
+    assert float(identity["Task I folding (%)"]) == 0
+    # one Adam step from a near-zero flow head cannot move labels much: both stay near the identity
+    for row in (ours, monai):
+        assert abs(float(row["Task I Dice"]) - float(identity["Task I Dice"])) < 0.01
+    # both saw the same first batch: the progress line reports a loss for each
+    assert "ours: 1 steps" in result.stderr and "monai: 1 steps" in result.stderr
+
+
+def test_bench_budget_rejects_a_zero_budget():
+    result = _bench_budget("--minutes", "0")
+    assert result.returncode == 2 and "--minutes must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
