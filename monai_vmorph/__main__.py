@@ -2,7 +2,7 @@
 
 import sys
 
-from monai_vmorph.cli import main
+from monai_vmorph.cli import entry_point
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

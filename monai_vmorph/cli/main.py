@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.data.errors import DataError
+from monai_vmorph.runtime import keep_freed_memory
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry_point", "main"]
 
 PROG = "monai-vmorph"
 
@@ -119,3 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted; no output was written", file=sys.stderr, flush=True)
         return 130
     return 0
+
+
+def entry_point() -> int:
+    """The installed ``monai-vmorph`` program: :func:`main` in a process that keeps freed memory for reuse.
+
+    :func:`monai_vmorph.runtime.keep_freed_memory` changes the whole process's allocator, so it is applied here,
+    where the program owns the process, and not in :func:`main`, which tests and scripts call in their own.
+    """
+    keep_freed_memory()
+    return main()
