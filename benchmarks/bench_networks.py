@@ -65,7 +65,7 @@ NOTES = (
     "MONAI: VoxelMorphUNet(channels=(16,32,32,32,32,32,32,32), unet_out_channels=32, final_conv_channels=(16,16)) "
     "is the same stack of convolutions; VoxelMorph(half_res=True) integrates at half resolution in 3D, but its "
     "half_res interpolates trilinearly (3D only), so in 2D MONAI integrates at FULL resolution",
-    "MONAI also differs in: default (not N(0, 1e-5)) init of the flow head, in-place LeakyReLU, zero padding "
+    "MONAI also differs in: default (not N(0, 1e-5)) init of the flow head, zero padding "
     "during integration (ours: border), no input padding (sizes must be multiples of 16)",
 )
 

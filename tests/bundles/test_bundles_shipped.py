@@ -7,7 +7,7 @@ from bundle_helpers import ROOT, workflow
 # bundle -> (identity mean Dice over CSF/GM/WM on its registration_val pairs, required gain of the shipped weights,
 #            largest folding fraction: the 3D model is diffeomorphic, the 2D one (the seed's) predicts a plain field)
 SHIPPED = {
-    "voxelmorph_brain_3d": (0.5091, 0.02, 1e-3),
+    "voxelmorph_brain_3d": (0.5091, 0.10, 1e-3),
     "voxelmorph_brain_2d": (0.5975, 0.12, 0.02),
 }
 

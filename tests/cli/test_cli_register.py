@@ -127,7 +127,7 @@ def _shipped_pair(cli, out, refine):
 def test_shipped_weights_improve_dice_on_real_brains_and_refine_improves_further(cli, tmp_path):
     network = _shipped_pair(cli, tmp_path / "net", 0)
     assert network["mean_dice_before"] == pytest.approx(0.540, abs=0.002)  # identity, as in data/README.md
-    assert network["mean_dice"] > network["mean_dice_before"] + 0.02
+    assert network["mean_dice"] > network["mean_dice_before"] + 0.08  # 0.646 in the bundle evaluation
     assert network["folding_percent"] < 0.1
     refined = _shipped_pair(cli, tmp_path / "refined", 10)
     assert refined["mean_dice"] > network["mean_dice"] + 0.005
