@@ -71,6 +71,7 @@ import torch
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.inputs import Scan, load_scan
+from monai_vmorph.cli.model import BundleModel
 from monai_vmorph.data import learn2reg_datalist
 from monai_vmorph.io import affine_to_itk, itk_to_affine, read_itk_displacement, resample_displacement, warp_physical
 from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, sdlogj
@@ -215,12 +216,18 @@ class Identity(Method):
 
 
 class Ours(Method):
-    def __init__(self, settings: Settings, refine: int) -> None:
+    """``register_scans`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model."""
+
+    def __init__(self, settings: Settings, refine: int, bundle: BundleModel | None = None) -> None:
         super().__init__(settings)
         self.refine = refine
+        self.bundle = bundle
 
     def prepare(self) -> None:
         from monai_vmorph.cli.model import load_bundle_model
+
+        if self.bundle is not None:
+            return
 
         try:
             self.bundle = load_bundle_model(3, torch.device("cpu"), weights=self.settings.weights)

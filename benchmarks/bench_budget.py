@@ -42,7 +42,6 @@ from monai.utils import set_determinism
 from torch import nn
 
 from monai_vmorph.cli.model import BundleModel
-from monai_vmorph.cli.pipeline import register_scans
 from monai_vmorph.engines import PrepareRegistrationBatch
 from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.networks import RegistrationResult
@@ -157,23 +156,16 @@ def score(parser: ConfigParser, models: dict, args: argparse.Namespace) -> dict[
     )
     pixdim = tuple(float(p) for p in parser.get_parsed_content("pixdim"))
     size = tuple(int(s) for s in parser.get_parsed_content("spatial_size"))
-    methods: dict[str, BundleModel | None] = {"identity": None}
+    settings = acc.Settings(quick=args.quick, refine=0, weights=None, threads=args.threads)
+    methods: dict[str, acc.Method] = {"identity": acc.Identity(settings)}
     for name, (net, train_loss) in models.items():
         # register_scans reports the image loss of the result: the training loss without the label term
         loss = RegistrationLoss(train_loss.similarity, args.smoothness_weight, loss_mult=train_loss.loss_mult)
-        methods[name] = BundleModel(net.eval(), loss, 3, pixdim, size, Path(f"<trained by this run: {name}>"))
+        bundle = BundleModel(net.eval(), loss, 3, pixdim, size, Path(f"<trained by this run: {name}>"))
+        methods[name] = acc.Ours(settings, 0, bundle)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for task, pairs in tasks.items():
-        rows: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
-        for pair in pairs:
-            for name, bundle in methods.items():
-                start = time.perf_counter()
-                if bundle is None:
-                    ddf = torch.zeros((1, 3, *pair.fixed.array.shape))
-                else:
-                    result = register_scans(pair.fixed, pair.moving, bundle)
-                    ddf = acc._on_fixed_grid(result.displacement, pair.fixed.affine, pair)
-                rows[name].append({**acc.evaluate(pair, ddf), "seconds": time.perf_counter() - start})
+        rows = {name: [acc.evaluate(pair, method.run(pair)) for pair in pairs] for name, method in methods.items()}
         table[task] = {name: {k: statistics.fmean(r[k] for r in got) for k in got[0]} for name, got in rows.items()}
     return table
 

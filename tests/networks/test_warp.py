@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -8,6 +10,8 @@ from scipy.ndimage import map_coordinates
 from monai_vmorph.networks import SpatialTransformer, identity_grid, warp
 
 SHAPES = {2: (13, 17), 3: (9, 11, 8)}
+# the module itself (``monai_vmorph.networks.blocks.warp`` the attribute is the ``warp`` function)
+_WARP_MODULE = sys.modules["monai_vmorph.networks.blocks.warp"]
 
 
 def _random_image(shape, channels=1, batch=1, seed=0, dtype=torch.float64):
@@ -179,9 +183,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_internal_identity_grid_is_cached_but_not_under_tracing():
-    import sys
-
-    warp_module = sys.modules["monai_vmorph.networks.blocks.warp"]
+    warp_module = _WARP_MODULE
     a = warp_module._identity((5, 6, 7), torch.device("cpu"), torch.float32)
     b = warp_module._identity((5, 6, 7), torch.device("cpu"), torch.float32)
     assert a is b  # built once per (shape, device, dtype)
@@ -208,7 +210,5 @@ def test_repeated_warps_with_the_cached_grid_give_identical_results():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     # and the cached grid still equals a freshly built identity afterwards (nothing wrote into it)
     fresh = identity_grid((9, 11, 8))
-    import sys
-
-    cached = sys.modules["monai_vmorph.networks.blocks.warp"]._identity((9, 11, 8), image.device, image.dtype)
+    cached = _WARP_MODULE._identity((9, 11, 8), image.device, image.dtype)
     torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
