@@ -1,32 +1,98 @@
-"""Writing registration results of an evaluator run as NIfTI files on the fixed image's grid."""
+"""Writing registration results of an evaluator run as NIfTI files on the native grid of each fixed scan.
+
+The network runs on the preprocessed grid (RAS, the bundle's ``pixdim``, padded/cropped to ``spatial_size``), but
+users want results on the scan they gave as fixed image. :class:`RegistrationWriter` maps the network's voxel DDF
+to a physical displacement at every native fixed voxel (:func:`monai_vmorph.io.native_displacement`) and warps the
+*native* moving scan (original intensities and resolution) by it in one resampling
+(:func:`monai_vmorph.io.warp_physical`), exactly as the ``monai-vmorph register`` command does.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
+from monai.transforms import Compose, LoadImaged
 from monai.utils import CommonKeys
 
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_NAME
+from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
+from monai_vmorph.io import native_displacement, warp_physical, write_itk_displacement
 from monai_vmorph.io.atomic import atomic_write
+from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd
 
 __all__ = ["RegistrationWriter"]
 
+_KINDS = ("warped", "ddf", "warped_label")
+
+
+class _Native(NamedTuple):
+    """One image of a pair on its native grid."""
+
+    array: torch.Tensor  # (C, *S)
+    affine: np.ndarray  # (ndim + 1)-square RAS affine of the grid
+    file_affine: np.ndarray  # the 4x4 affine outputs on this grid are written with (a 2D slice keeps its position)
+
+
+def _batch_affine(batch: MetaTensor, i: int, ndim: int) -> np.ndarray:
+    """The ``(ndim + 1)``-square affine of item ``i`` of a collated MetaTensor."""
+    affines = batch.affine
+    return to_affine_nd(ndim, np.asarray(affines[i] if affines.dim() == 3 else affines, dtype=np.float64))
+
+
+def _source_file(batch: MetaTensor, i: int) -> str | None:
+    names = batch.meta.get("filename_or_obj")
+    name = names[i] if isinstance(names, (list, tuple)) else names
+    return name if isinstance(name, str) and os.path.isfile(name) else None
+
+
+def _load_native(batch: MetaTensor, i: int, ndim: int) -> _Native:
+    """Item ``i`` of a collated batch on its native grid: re-read from its source file with the preprocessing's
+    reader and 2D handling (no reorientation, no resampling), or the preprocessed tensor itself when it was not
+    loaded from a file."""
+    path = _source_file(batch, i)
+    if path is None:
+        affine = _batch_affine(batch, i, ndim)
+        return _Native(batch[i].as_tensor(), affine, to_affine_nd(3, affine))
+    load = Compose(
+        [LoadImaged("image", ensure_channel_first=True, image_only=True, dtype=None), EnsureSpatialDimsd("image", ndim)]
+    )
+    image = load({"image": path})["image"]
+    affine = to_affine_nd(ndim, np.asarray(image.affine, dtype=np.float64))
+    original = np.asarray(image.meta.get("original_affine", np.zeros(0)), dtype=np.float64)
+    return _Native(image.as_tensor(), affine, original if original.shape == (4, 4) else to_affine_nd(3, affine))
+
+
+def _image_array(tensor: torch.Tensor) -> np.ndarray:
+    """``(C, *S)`` -> NIfTI order ``(*S)`` for one channel, ``(*S, C)`` for several."""
+    array = np.moveaxis(tensor.detach().cpu().numpy(), 0, -1)
+    return array[..., 0] if array.shape[-1] == 1 else array
+
 
 class RegistrationWriter:
-    """Evaluator postprocessing that saves ``<moving>_to_<fixed>_warped.nii.gz`` and ``..._ddf.nii.gz``.
+    """Evaluator postprocessing that saves each pair's results on the native grid of its fixed scan.
 
-    Both files carry the affine of the (preprocessed) fixed image, so they overlay it in any viewer. The
-    warped image is ``(*S)`` (``(*S, C)`` for several channels); the DDF file holds ``(*S, ndim)`` voxel
-    displacements in the package convention (component ``k`` along array axis ``k`` of that grid), not an ITK
-    displacement field in physical LPS millimetres. Existing files are never replaced unless
-    ``overwrite=True``; the check runs before anything is written, and each file is written to a temporary
-    name and renamed, so an interrupted run leaves no half-written file.
+    For a pair ``<moving>_to_<fixed>`` it writes, with the fixed scan file's own affine and shape:
+
+    * ``..._warped.nii.gz``: the native moving scan (original intensities, float32) warped onto the fixed grid;
+    * ``..._ddf.nii.gz``: the transform as an **ITK displacement field** (LPS millimetres, ``(X, Y, Z, 1, 3)``, see
+      :mod:`monai_vmorph.io.itk_fields`) that ``sitk.DisplacementFieldTransform``, ANTs'
+      ``antsApplyTransforms`` and 3D Slicer apply directly, and ``monai-vmorph warp`` applies to other images;
+    * ``..._warped_label.nii.gz``: the moving label map warped the same way (``label`` interpolation, its dtype
+      kept), when the pair has one.
+
+    The network's field, in voxels of the preprocessed grids, becomes a physical displacement with
+    :func:`monai_vmorph.io.native_displacement` (the moving image's preprocessed grid may differ from the fixed
+    one: the network matched voxels, and that is what is reproduced). Native images are re-read from the files the
+    batch was loaded from; an image given as an in-memory tensor is its own "native" grid. Existing files are never
+    replaced unless ``overwrite=True``: the check runs before anything is computed, all of a pair's results are
+    computed before any is written, and each file is written to a temporary name and renamed, so a failure leaves
+    no half-written file.
 
     Args:
         output_dir: folder for the files (created if missing).
@@ -41,23 +107,36 @@ class RegistrationWriter:
         return os.path.join(self.output_dir, f"{stem}_{kind}.nii.gz")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        result, fixed = data[CommonKeys.PRED], data[FIXED_IMAGE]
+        result = data[CommonKeys.PRED]
+        fixed, moving, labels = data[FIXED_IMAGE], data[MOVING_IMAGE], data.get(MOVING_LABEL)
+        ndim = result.ddf.shape[1]
         stems = [f"{m}_to_{f}" for m, f in zip(data[MOVING_NAME], data[FIXED_NAME], strict=True)]
         if not self.overwrite:
-            existing = [p for s in stems for p in (self._path(s, "warped"), self._path(s, "ddf")) if os.path.exists(p)]
+            existing = [p for s in stems for p in (self._path(s, k) for k in _KINDS) if os.path.exists(p)]
             if existing:
                 raise FileExistsError(
                     f"{existing[0]} exists; pass overwrite=True (or another output_dir) to replace it."
                 )
         os.makedirs(self.output_dir, exist_ok=True)
-        affines = fixed.affine if isinstance(fixed, MetaTensor) else None
         for i, stem in enumerate(stems):
-            affine = np.eye(4)
-            if affines is not None:
-                affine = to_affine_nd(3, np.asarray(affines[i] if affines.dim() == 3 else affines, dtype=np.float64))
-            for kind, tensor in (("warped", result.warped[i]), ("ddf", result.ddf[i])):
-                array = np.moveaxis(tensor.detach().float().cpu().numpy(), 0, -1)
-                if kind == "warped" and array.shape[-1] == 1:
-                    array = array[..., 0]
-                atomic_write(self._path(stem, kind), nib.Nifti1Image(array, affine).to_filename)
+            native_fixed = _load_native(fixed, i, ndim)
+            native_moving = _load_native(moving, i, ndim)
+            shape = tuple(native_fixed.array.shape[1:])
+            displacement = native_displacement(
+                result.ddf[i].detach().float(),
+                _batch_affine(fixed, i, ndim),
+                shape,
+                native_fixed.affine,
+                moving_net_affine=_batch_affine(moving, i, ndim),
+            )
+            args = (shape, native_fixed.affine, displacement)
+            images = {"warped": warp_physical(native_moving.array.float(), native_moving.affine, *args, mode="linear")}
+            if isinstance(labels, MetaTensor):
+                native_labels = _load_native(labels, i, ndim)
+                images["warped_label"] = warp_physical(native_labels.array, native_labels.affine, *args, mode="label")
+            for kind, tensor in images.items():
+                image = nib.Nifti1Image(_image_array(tensor), native_fixed.file_affine)
+                image.header.set_xyzt_units("mm", "sec")
+                atomic_write(self._path(stem, kind), image.to_filename)
+            write_itk_displacement(self._path(stem, "ddf"), displacement, native_fixed.affine, overwrite=True)
         return dict(data)

@@ -412,6 +412,7 @@ def native_displacement(
     net_affine: object,
     fixed_shape: Sequence[int],
     fixed_affine: object,
+    moving_net_affine: object | None = None,
 ) -> np.ndarray:
     """The physical displacement, at every native fixed voxel, of the transform a network produced on its grid.
 
@@ -421,11 +422,19 @@ def native_displacement(
     docstring), so voxels the network did not see are not moved. Warping the native moving image with
     :func:`warp_physical` by this field reproduces the network's warp, without resampling twice.
 
+    When the moving image reached the network on a grid of its own (``moving_net_affine`` ``M``, as in a pipeline
+    that resamples and pads/crops each image separately, like the bundles' preprocessing), the network matched
+    *voxels*: fixed voxel ``q`` to moving voxel ``q + u(q)``. Then ``T(p) = M @ (q + u(q))``, and outside the network
+    grid (``u = 0``) ``T`` is the affine map ``M @ inv(net_affine)`` between the two grids. With
+    ``M = net_affine`` this is the formula above.
+
     Args:
         ddf_net: ``(ndim, *S_net)`` or ``(1, ndim, *S_net)`` DDF in network voxels, channel ``k`` along axis ``k``.
         net_affine: ``(ndim + 1, ndim + 1)`` RAS affine of the network grid (:func:`network_grid`).
         fixed_shape: native spatial shape of the fixed image.
         fixed_affine: its ``(ndim + 1, ndim + 1)`` RAS affine.
+        moving_net_affine: ``(ndim + 1, ndim + 1)`` RAS affine of the moving image's grid as the network saw it;
+            ``None`` means ``net_affine`` (both images on one grid, as :func:`network_grid` puts them).
 
     Returns:
         ``(*fixed_shape, ndim)`` NumPy displacement in RAS mm; float32 for float32/16 DDFs, else float64.
@@ -444,8 +453,18 @@ def native_displacement(
         raise ValueError("ddf_net must be finite, got NaN/inf values.")
     net = _as_affine(net_affine, ndim, "net_affine")
     fixed = _as_affine(fixed_affine, ndim, "fixed_affine")
+    moving = net if moving_net_affine is None else _as_affine(moving_net_affine, ndim, "moving_net_affine")
     u, _ = _sample(ddf.to(torch.float64), net, shape, fixed, None, "bilinear", 0.0)
-    linear = torch.as_tensor(net[:ndim, :ndim], dtype=torch.float64, device=u.device)
+    linear = torch.as_tensor(moving[:ndim, :ndim], dtype=torch.float64, device=u.device)
     out = torch.einsum("ij,j...->...i", linear, u)
+    if not np.array_equal(moving, net):
+        # T(p) - p = M[:n, :n] u(q) + (M inv(N) - I) p, with p = F x: an affine field G x + g over native voxels x
+        g = (moving @ np.linalg.inv(net) @ fixed - fixed)[:ndim]
+        g = torch.as_tensor(g, dtype=torch.float64, device=out.device)
+        for axis, size in enumerate(shape):
+            view = [1] * ndim
+            view[axis] = size
+            out += torch.arange(size, dtype=torch.float64, device=out.device).reshape(*view, 1) * g[:, axis]
+        out += g[:, ndim]
     dtype = np.float64 if ddf.dtype == torch.float64 else np.float32
     return out.cpu().numpy().astype(dtype, copy=False)

@@ -5,8 +5,10 @@ import csv
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
-from bundle_helpers import BUNDLES, SIZE, overrides, workflow
+from bundle_helpers import BUNDLES, ROOT, SIZE, cli, overrides, workflow
+from io_helpers import sitk_array
 
 
 @pytest.mark.slow
@@ -46,10 +48,13 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     assert infer.check_properties() == []
     infer.run()
     warped = nib.load(infer_out / "s1_0000_to_s0_0000_warped.nii.gz")
+    labels = nib.load(infer_out / "s1_0000_to_s0_0000_warped_label.nii.gz")
     ddf = nib.load(infer_out / "s1_0000_to_s0_0000_ddf.nii.gz")
     fixed = nib.load(dataset_dir / "imagesTr" / "s0_0000.nii.gz")
-    assert warped.shape == (SIZE,) * ndim and ddf.shape == (SIZE,) * ndim + (ndim,)
+    assert warped.shape == labels.shape == (SIZE,) * ndim
+    assert ddf.shape == (SIZE,) * ndim + (1,) * (4 - ndim) + (ndim,)  # ITK displacement field
     np.testing.assert_allclose(warped.affine, fixed.affine)
+    assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 3}
     # running again must not overwrite the outputs
     again = workflow(
         name,
@@ -64,3 +69,44 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     while cause.__cause__ is not None:  # MONAI wraps the writer's error twice
         cause = cause.__cause__
     assert isinstance(cause, FileExistsError) and "exists; pass overwrite=True" in str(cause)
+
+
+def _spheres(path, shape, spacing, flip, shift):
+    """A subject of the tiny dataset (nested spheres around ``SIZE`` mm + ``2 * shift``) on another grid: voxel
+    size ``spacing``, axis 1 reversed if ``flip``, centred on the same world point."""
+    ndim = len(shape)
+    affine = np.eye(4)
+    linear = np.diag(np.asarray(spacing, dtype=float))
+    if flip:
+        linear[1, 1] *= -1
+    centre = np.full(ndim, SIZE - 1.0)  # world centre of the tiny dataset's 2 mm grid
+    affine[:ndim, :ndim], affine[:ndim, 3] = linear, centre - linear @ ((np.array(shape) - 1) / 2)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    radius = np.linalg.norm(index @ linear.T + affine[:ndim, 3] - (SIZE + 2 * np.asarray(shift[:ndim])), axis=-1)
+    image = np.select([radius < 10, radius < 18, radius < 24], [0.3, 0.6, 0.9], 0).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_inference_of_one_pair_writes_on_the_native_fixed_grid(bundle, tmp_path):
+    """``--moving/--fixed`` scans finer than the network's 2 mm, anisotropic, one not RAS: the outputs lie on the
+    fixed scan's own grid, and SimpleITK applying the written ITK field reproduces the written warped image."""
+    name, _ = bundle
+    ndim = BUNDLES[name][0]
+    fixed = _spheres(tmp_path / "fixed.nii.gz", (52, 44, 40)[:ndim], (1.0, 1.5, 1.25)[:ndim], True, (0, 0, 0))
+    moving = _spheres(tmp_path / "moving.nii.gz", (48, 56, 44)[:ndim], (1.25, 1.0, 1.5)[:ndim], False, (2, -1, 1))
+    out = tmp_path / "inference"
+    config = {"bundle_root": str(ROOT / "bundles" / name), "spatial_size": [SIZE] * ndim, "output_dir": str(out)}
+    run = cli(name, "run inferring", ["common.json", "inference.json"], moving=moving, fixed=fixed, **config)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["moving_to_fixed_ddf.nii.gz", "moving_to_fixed_warped.nii.gz"]
+    warped = nib.load(out / "moving_to_fixed_warped.nii.gz")
+    np.testing.assert_allclose(warped.affine, nib.load(fixed).affine, atol=1e-6)
+    assert warped.shape == (52, 44, 40)[:ndim]
+    field = sitk.ReadImage(str(out / "moving_to_fixed_ddf.nii.gz"), sitk.sitkVectorFloat64)
+    assert field.GetDimension() == ndim and field.GetSize() == (52, 44, 40)[:ndim]
+    reference = sitk.Resample(sitk.ReadImage(moving), sitk.ReadImage(fixed), sitk.DisplacementFieldTransform(field))
+    ours = np.asarray(warped.dataobj)
+    np.testing.assert_allclose(ours, sitk_array(reference), atol=1e-5)
+    assert np.count_nonzero(ours) > 0.2 * ours.size
