@@ -56,7 +56,7 @@ def check_bundle_config(
     spatial_size: Sequence[int] | None,
     divisor: int = 16,
     ckpt_path: str | os.PathLike | None = None,
-    inputs: Sequence[str | os.PathLike | None] = (),
+    pair: Sequence[str | os.PathLike | None] | None = None,
     similarity: str | None = None,
     smoothness_weight: float | None = None,
     dice_weight: float | None = None,
@@ -77,7 +77,8 @@ def check_bundle_config(
             image to a multiple of ``divisor`` instead).
         divisor: the network's size divisor.
         ckpt_path: weights that evaluation/inference load; must be a file when given.
-        inputs: image files given on the command line (``None`` entries are skipped); each must be a file.
+        pair: ``(moving, fixed)`` of one-pair inference (``--moving`` / ``--fixed``): both files, or both ``None``
+            (register the dataset's validation pairs).
         similarity: image loss name, one of ``"ncc"``, ``"mse"``.
         smoothness_weight: λ of the smoothness term, ``>= 0``.
         dice_weight: weight of the label Dice term, ``>= 0``.
@@ -91,15 +92,20 @@ def check_bundle_config(
     Raises:
         BundleConfigError: naming the first bad value and how to fix it.
     """
+    if pair is not None:
+        moving, fixed = pair
+        if (moving is None) != (fixed is None):
+            given, missing = ("--moving", "--fixed") if fixed is None else ("--fixed", "--moving")
+            _fail(f"{given} was given without {missing}; pass both to register one pair, or neither for the dataset")
+        for flag, path in (("--moving", moving), ("--fixed", fixed)):
+            if path is not None and not os.path.isfile(path):
+                _fail(f"{flag} image {str(path)!r} does not exist; check the path")
     if dataset_dir is not None and not os.path.isdir(dataset_dir):
         _fail(f"dataset_dir {str(dataset_dir)!r} is not a folder; pass --dataset_dir /path/to/your/dataset")
     if ckpt_path is not None and not os.path.isfile(ckpt_path):
         _fail(
             f"ckpt_path {str(ckpt_path)!r} does not exist; train the bundle first or pass --ckpt_path /path/to/model.pt"
         )
-    for path in inputs:
-        if path is not None and not os.path.isfile(path):
-            _fail(f"input image {str(path)!r} does not exist; check the --moving / --fixed paths")
     if spatial_size is not None:
         size = list(spatial_size) if isinstance(spatial_size, (list, tuple)) else None
         if (

@@ -48,7 +48,7 @@ def _batch_affine(batch: MetaTensor, i: int, ndim: int) -> np.ndarray:
 def _source_file(batch: MetaTensor, i: int) -> str | None:
     names = batch.meta.get("filename_or_obj")
     name = names[i] if isinstance(names, (list, tuple)) else names
-    return name if isinstance(name, str) and os.path.isfile(name) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _load_native(batch: MetaTensor, i: int, ndim: int) -> _Native:

@@ -133,6 +133,33 @@ def test_bad_training_values_fail_in_one_line_without_a_traceback(bad, message, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"moving": "M"}, "error: --moving was given without --fixed; pass both to register one pair"),
+        ({"fixed": "M"}, "error: --fixed was given without --moving; pass both"),
+        ({"moving": "M", "fixed": "/no/such.nii.gz"}, "error: --fixed image '/no/such.nii.gz' does not exist"),
+    ],
+    ids=["moving only", "fixed only", "missing file"],
+)
+def test_bad_inference_pairs_fail_in_one_line(given, message, tmp_path):
+    name = "voxelmorph_brain_2d"
+    image = str(ROOT / "data" / "brain_2d" / "imagesTr" / "colin27_z+0_0000.nii.gz")
+    config = {"bundle_root": str(ROOT / "bundles" / name), "output_dir": str(tmp_path / "out")}
+    result = cli(
+        name,
+        "run inferring",
+        ["common.json", "inference.json"],
+        **config,
+        **{key: image if value == "M" else value for key, value in given.items()},
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_evaluation_without_weights_fails_in_one_line(tmp_path):
     name = "voxelmorph_brain_2d"
     config = {**overrides(name, ROOT / "data" / "brain_2d", tmp_path), "ckpt_path": str(tmp_path / "none.pt")}
