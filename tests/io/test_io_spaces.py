@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import affine_ddf, smooth_random_field
+from helpers import affine_ddf, rotation_matrix, smooth_random_field
 from io_helpers import continuous_index, nifti_to_sitk, oblique_affine, sitk_array, smooth_image, world_points
 from monai.data import MetaTensor
 
@@ -161,6 +161,30 @@ def test_native_displacement_of_an_affine_ddf_is_the_analytic_composition():
     exact = _inside(q, net_shape, 0.0, -1.0 + 1e-9)  # linear interpolation of an affine field is exact here
     assert exact.mean() > 0.2
     np.testing.assert_allclose(out[exact], expected[exact], atol=1e-9)
+
+
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_native_displacement_with_the_moving_image_on_a_grid_of_its_own(ndim):
+    """Fixed network voxel q matches moving voxel q + u(q) of the grid M: T(p) = M (q + u(q)), and T = M inv(N)
+    where the network saw nothing (u = 0 there)."""
+    shape, affine = FIXED[ndim]
+    net_shape, net_affine = network_grid(shape, affine, (1.2, 1.1, 1.3)[:ndim], (14, 14, 12)[:ndim])
+    moving_affine = net_affine.copy()
+    moving_affine[:ndim, :ndim] = np.diag((1.5, 1.0, 1.25)[:ndim]) @ rotation_matrix(ndim, 0.1)
+    moving_affine[:ndim, ndim] += (3.0, -2.0, 1.5)[:ndim]
+    a = np.eye(ndim) + 0.03 * np.arange(ndim * ndim).reshape(ndim, ndim) / ndim
+    b, c = np.array([0.6, -0.4, 0.9][:ndim]), (np.array(net_shape) - 1) / 2
+    ddf = affine_ddf(a, b, net_shape, center=c)
+    out = native_displacement(ddf, net_affine, shape, affine, moving_net_affine=moving_affine)
+    p = world_points(shape, affine)
+    q = continuous_index(p, net_affine)
+    exact, seen = _inside(q, net_shape, 0.0, -1.0 + 1e-9), _inside(q, net_shape)
+    assert exact.mean() > 0.2 and (~seen).mean() > 0.1
+    moved = np.where(exact[..., None], (q - c) @ a.T + c + b, q)
+    expected = moved @ moving_affine[:ndim, :ndim].T + moving_affine[:ndim, ndim] - p
+    np.testing.assert_allclose(out[exact | ~seen], expected[exact | ~seen], atol=1e-9)
+    same = native_displacement(ddf, net_affine, shape, affine, moving_net_affine=net_affine)
+    np.testing.assert_array_equal(same, native_displacement(ddf, net_affine, shape, affine))
 
 
 @pytest.mark.parametrize("ndim", [3, 2])
