@@ -186,6 +186,38 @@ def _slabs(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
         yield start, min(start + step, shape[0])
 
 
+def _source_indices(
+    src_affine: np.ndarray,
+    out_shape: tuple[int, ...],
+    out_affine: np.ndarray,
+    displacement: torch.Tensor | None,
+    device: torch.device,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Per slab of output voxels (:func:`_slabs`): ``(start, stop, c)`` with ``c`` the ``(N, ndim)`` float64
+    continuous source index of the slab's voxels ``x``, i.e. of the world point ``out_affine @ x + displacement(x)``."""
+    ndim = len(out_shape)
+    # continuous source index = R @ x + s (+ inv(A_src)[:n, :n] @ d)
+    inv_src = np.linalg.inv(src_affine)
+    rel = inv_src @ out_affine
+    r = torch.as_tensor(rel[:ndim, :ndim].T, dtype=torch.float64, device=device)
+    s = torch.as_tensor(rel[:ndim, ndim], dtype=torch.float64, device=device)
+    m_inv = torch.as_tensor(inv_src[:ndim, :ndim].T, dtype=torch.float64, device=device)
+    axes = [torch.arange(k, dtype=torch.float64, device=device) for k in out_shape[1:]]
+    for start, stop in _slabs(out_shape):
+        first = torch.arange(start, stop, dtype=torch.float64, device=device)
+        x = torch.stack(torch.meshgrid(first, *axes, indexing="ij"), dim=-1).reshape(-1, ndim)
+        c = x @ r + s
+        if displacement is not None:
+            c = c + displacement[start:stop].reshape(-1, ndim).to(torch.float64) @ m_inv
+        yield start, stop, c
+
+
+def _inside(c: torch.Tensor, src_shape: Sequence[int]) -> torch.Tensor:
+    """``(N,)`` mask of the continuous indices ``c`` ``(N, ndim)`` inside the source grid (ITK's rule)."""
+    n = torch.tensor(list(src_shape), dtype=torch.float64, device=c.device)
+    return ((c >= -0.5) & (c < n - 0.5)).all(dim=1)
+
+
 def _sample(
     volume: torch.Tensor,
     src_affine: np.ndarray,
@@ -194,41 +226,25 @@ def _sample(
     displacement: torch.Tensor | None,
     mode: str,
     padding_value: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """Sample ``volume`` ``(C, *S_src)`` (float64) at ``out_affine @ x + displacement(x)`` for every voxel ``x``.
 
-    Returns the ``(C, *out_shape)`` float64 values (``padding_value`` outside, see the sampling rule in the module
-    docstring) and the ``out_shape`` boolean inside mask.
+    Returns the ``(C, *out_shape)`` float64 values, ``padding_value`` outside (the sampling rule in the module
+    docstring).
     """
     ndim = len(out_shape)
     device = volume.device
-    src_shape = volume.shape[1:]
-    # continuous source index = R @ x + s (+ inv(A_src)[:n, :n] @ d)
-    inv_src = np.linalg.inv(src_affine)
-    rel = inv_src @ out_affine
-    r = torch.as_tensor(rel[:ndim, :ndim].T, dtype=torch.float64, device=device)
-    s = torch.as_tensor(rel[:ndim, ndim], dtype=torch.float64, device=device)
-    m_inv = torch.as_tensor(inv_src[:ndim, :ndim].T, dtype=torch.float64, device=device)
-    n = torch.tensor(list(src_shape), dtype=torch.float64, device=device)
+    n = torch.tensor(list(volume.shape[1:]), dtype=torch.float64, device=device)
     scale = torch.where(n > 1, 2.0 / (n - 1).clamp(min=1), torch.zeros_like(n))
     offset = torch.where(n > 1, -torch.ones_like(n), torch.zeros_like(n))
-    axes = [torch.arange(k, dtype=torch.float64, device=device) for k in out_shape[1:]]
     values = torch.empty((volume.shape[0], *out_shape), dtype=torch.float64, device=device)
-    inside = torch.empty(out_shape, dtype=torch.bool, device=device)
-    for start, stop in _slabs(out_shape):
-        first = torch.arange(start, stop, dtype=torch.float64, device=device)
-        x = torch.stack(torch.meshgrid(first, *axes, indexing="ij"), dim=-1).reshape(-1, ndim)
-        c = x @ r + s
-        if displacement is not None:
-            c = c + displacement[start:stop].reshape(-1, ndim).to(torch.float64) @ m_inv
-        ok = ((c >= -0.5) & (c < n - 0.5)).all(dim=1)
+    for start, stop, c in _source_indices(src_affine, out_shape, out_affine, displacement, device):
         grid = (c * scale + offset).flip(-1).reshape(1, *([1] * (ndim - 1)), -1, ndim)
         v = F.grid_sample(volume.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=True)
         v = v.reshape(volume.shape[0], -1)
-        v = torch.where(ok, v, torch.full_like(v, padding_value))
+        v = torch.where(_inside(c, volume.shape[1:]), v, torch.full_like(v, padding_value))
         values[:, start:stop] = v.reshape(volume.shape[0], stop - start, *out_shape[1:])
-        inside[start:stop] = ok.reshape(stop - start, *out_shape[1:])
-    return values, inside
+    return values
 
 
 def _output(values: torch.Tensor, like: torch.Tensor, squeeze: bool, was_numpy: bool, dtype: torch.dtype):
@@ -270,7 +286,7 @@ def _resample_any(
         return _warp_labels(volume, src_affine, shape, dst_affine, field, padding_value, squeeze, was_numpy)
     dtype = tensor.dtype if (floating or mode == "nearest") else torch.float32
     grid_mode = "bilinear" if mode == "linear" else "nearest"
-    values, _ = _sample(volume.to(torch.float64), src_affine, shape, dst_affine, field, grid_mode, padding_value)
+    values = _sample(volume.to(torch.float64), src_affine, shape, dst_affine, field, grid_mode, padding_value)
     return _output(values, tensor, squeeze, was_numpy, dtype)
 
 
@@ -284,27 +300,51 @@ def _warp_labels(
     squeeze: bool,
     was_numpy: bool,
 ):
-    """``label`` mode: linear interpolation of each value's indicator, argmax (ties: the smaller value)."""
+    """``label`` mode: the value whose indicator, linearly interpolated, is largest (ties: the smaller value).
+
+    The interpolated indicator of a value is the sum of the linear weights of the ``2**ndim`` neighbouring voxels
+    that hold it, so each point needs only its neighbours' values and weights: the cost does not grow with the
+    number of labels (35 in OASIS), unlike interpolating one indicator image per label.
+    """
+    ndim = len(shape)
+    device = volume.device
+    src_shape = volume.shape[1:]
+    n = torch.tensor(list(src_shape), dtype=torch.float64, device=device)
+    strides = torch.tensor([int(np.prod(src_shape[k + 1 :])) for k in range(ndim)], device=device)
+    # flat offsets of the 2**ndim neighbours from the lower corner, in np.ndindex order (axis 0 slowest); an axis of
+    # one voxel has no upper neighbour
+    corners = torch.tensor(list(np.ndindex(*[2] * ndim)), device=device)
+    offsets = (corners * strides * (n > 1).long()).sum(-1)
+    per_slice = int(np.prod(shape[1:]))
     channels = []
     for channel in volume:
-        labels = torch.unique(channel)
+        labels, codes = torch.unique(channel, return_inverse=True)  # codes follow the sorted values
         if labels.numel() > _MAX_LABELS:
             raise ValueError(
                 f"mode='label' expects a label map, got {labels.numel()} distinct values (more than {_MAX_LABELS}); "
                 "use mode='linear' for intensity images."
             )
-        best = torch.full(shape, -1.0, dtype=torch.float64, device=volume.device)
-        arg = torch.zeros(shape, dtype=torch.long, device=volume.device)
-        inside = None
-        for i, value in enumerate(labels):
-            indicator = (channel == value).to(torch.float64).unsqueeze(0)
-            weight, inside = _sample(indicator, src_affine, shape, dst_affine, field, "bilinear", 0.0)
-            better = weight[0] > best
-            best = torch.where(better, weight[0], best)
-            arg = torch.where(better, torch.full_like(arg, i), arg)
-        out = labels[arg]
-        out = torch.where(inside, out, torch.full_like(out, padding_value))
-        channels.append(out)
+        codes = codes.reshape(-1)
+        out = torch.empty(int(np.prod(shape)), dtype=channel.dtype, device=device)
+        for start, stop, c in _source_indices(src_affine, shape, dst_affine, field, device):
+            clamped = torch.minimum(c.clamp(min=0), n - 1)  # border voxels extend half a voxel (ITK's rule)
+            low = torch.minimum(clamped.floor(), (n - 2).clamp(min=0))
+            frac = (clamped - low).float()  # in [0, 1]; 0 on axes of one voxel
+            neighbour = codes[(low.long() * strides).sum(-1, keepdim=True) + offsets]  # (N, 2**ndim) label codes
+            weight = torch.ones_like(frac[:, :1])
+            for k in range(ndim):  # linear weights of the neighbours, built axis by axis in the same order
+                pair = torch.stack([1 - frac[:, k], frac[:, k]], dim=-1)
+                weight = (weight[:, :, None] * pair[:, None, :]).reshape(len(c), -1)
+            score = torch.zeros_like(weight)  # interpolated indicator of each neighbour's label
+            for j in range(neighbour.shape[1]):
+                score.addcmul_(weight[:, j : j + 1], (neighbour == neighbour[:, j : j + 1]).to(weight.dtype))
+            best = score.max(dim=1, keepdim=True).values
+            chosen = torch.where(score == best, neighbour, labels.numel()).min(dim=1).values
+            value = labels[chosen]
+            out[start * per_slice : stop * per_slice] = torch.where(
+                _inside(c, src_shape), value, torch.full_like(value, padding_value)
+            )
+        channels.append(out.reshape(shape))
     out = torch.stack(channels)
     out = out.squeeze(0) if squeeze else out
     return out.cpu().numpy() if was_numpy else out
@@ -454,7 +494,7 @@ def native_displacement(
     net = _as_affine(net_affine, ndim, "net_affine")
     fixed = _as_affine(fixed_affine, ndim, "fixed_affine")
     moving = net if moving_net_affine is None else _as_affine(moving_net_affine, ndim, "moving_net_affine")
-    u, _ = _sample(ddf.to(torch.float64), net, shape, fixed, None, "bilinear", 0.0)
+    u = _sample(ddf.to(torch.float64), net, shape, fixed, None, "bilinear", 0.0)
     linear = torch.as_tensor(moving[:ndim, :ndim], dtype=torch.float64, device=u.device)
     out = torch.einsum("ij,j...->...i", linear, u)
     if not np.array_equal(moving, net):

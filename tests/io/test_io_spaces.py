@@ -245,6 +245,27 @@ def test_label_mode_keeps_values_and_dtype(ndim):
     assert (by_label.numpy() == by_nearest).mean() > 0.9
 
 
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_label_mode_is_the_argmax_of_linearly_warped_indicators(ndim):
+    """The definition, computed the slow way: each value's indicator warped with mode="linear", argmax over values
+    (ties to the smaller value), padding where the point falls outside (where the linear warp pads with -1)."""
+    (shape, affine), (ref_shape, ref_affine) = MOVING[ndim], FIXED[ndim]
+    labels = np.random.default_rng(3).integers(0, 9, shape).astype(np.int16) * 7  # 9 values, many neighbours differ
+    field = smooth_random_field(ref_shape, 2.5, seed=4)[0].movedim(0, -1).numpy()
+    out = warp_physical(labels, affine, ref_shape, ref_affine, field, "label", padding_value=-3)
+    values = np.unique(labels)
+    indicators = [
+        warp_physical((labels == v).astype(np.float64), affine, ref_shape, ref_affine, field, padding_value=-1.0)
+        for v in values
+    ]
+    expected = np.where(indicators[0] < 0, -3, values[np.argmax(np.stack(indicators), axis=0)])
+    assert out.dtype == np.int16 and 0.05 < (expected == -3).mean() < 0.9
+    ties = np.sort(np.stack(indicators), axis=0)
+    clear = (ties[-1] - ties[-2] > 1e-6) | (expected == -3)  # rounding may break exact ties either way
+    np.testing.assert_array_equal(out[clear], expected[clear])
+    assert clear.mean() > 0.9
+
+
 def test_warp_physical_rejects_bad_fields_and_label_images():
     shape, affine = FIXED[3]
     image = np.random.default_rng(0).random(shape)
