@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import nibabel as nib
@@ -23,7 +24,7 @@ from monai.utils import CommonKeys
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.io import native_displacement, warp_physical, write_itk_displacement
-from monai_vmorph.io.atomic import atomic_write
+from monai_vmorph.io.atomic import temporary_sibling
 from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd
 
 __all__ = ["RegistrationWriter"]
@@ -68,6 +69,26 @@ def _load_native(batch: MetaTensor, i: int, ndim: int) -> _Native:
     return _Native(image.as_tensor(), affine, original if original.shape == (4, 4) else to_affine_nd(3, affine))
 
 
+def _label_array(array: np.ndarray, source: str | None) -> np.ndarray:
+    """Warped labels in a type NIfTI stores: the source file's integer type when it holds the values, else int32
+    (the loader widens uint32 to int64, which nibabel refuses to write); labels read as floats (a scaled integer
+    file) stay float32."""
+    if not np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32)
+    candidates = [np.dtype(np.int32)]
+    try:
+        on_disk = np.dtype(nib.load(source).get_data_dtype()) if source else None
+    except Exception:  # not a file nibabel reads: fall back to int32
+        on_disk = None
+    if on_disk is not None and np.issubdtype(on_disk, np.integer) and on_disk.itemsize <= 4:
+        candidates.insert(0, on_disk)
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    for dtype in candidates:
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return array.astype(dtype)
+    raise ValueError(f"label values {low}..{high} do not fit a 32-bit NIfTI integer type; relabel them first.")
+
+
 def _image_array(tensor: torch.Tensor) -> np.ndarray:
     """``(C, *S)`` -> NIfTI order ``(*S)`` for one channel, ``(*S, C)`` for several."""
     array = np.moveaxis(tensor.detach().cpu().numpy(), 0, -1)
@@ -81,18 +102,18 @@ class RegistrationWriter:
 
     * ``..._warped.nii.gz``: the native moving scan (original intensities, float32) warped onto the fixed grid;
     * ``..._ddf.nii.gz``: the transform as an **ITK displacement field** (LPS millimetres, ``(X, Y, Z, 1, 3)``, see
-      :mod:`monai_vmorph.io.itk_fields`) that ``sitk.DisplacementFieldTransform``, ANTs'
-      ``antsApplyTransforms`` and 3D Slicer apply directly, and ``monai-vmorph warp`` applies to other images;
-    * ``..._warped_label.nii.gz``: the moving label map warped the same way (``label`` interpolation, its dtype
-      kept), when the pair has one.
+      :mod:`monai_vmorph.io.itk_fields`; in 2D a field of the slice plane, ``(X, Y, 1, 1, 2)``, with no z position)
+      that ``sitk.DisplacementFieldTransform``, ANTs' ``antsApplyTransforms`` and 3D Slicer apply directly, and
+      ``monai-vmorph warp`` applies to other images;
+    * ``..._warped_label.nii.gz``: the moving label map warped the same way (``label`` interpolation), when the pair
+      has one; stored in the label file's integer type when it holds the values, else int32.
 
     The network's field, in voxels of the preprocessed grids, becomes a physical displacement with
     :func:`monai_vmorph.io.native_displacement` (the moving image's preprocessed grid may differ from the fixed
     one: the network matched voxels, and that is what is reproduced). Native images are re-read from the files the
     batch was loaded from; an image given as an in-memory tensor is its own "native" grid. Existing files are never
-    replaced unless ``overwrite=True``: the check runs before anything is computed, all of a pair's results are
-    computed before any is written, and each file is written to a temporary name and renamed, so a failure leaves
-    no half-written file.
+    replaced unless ``overwrite=True``: the check runs before anything is computed, and a pair's files are all written
+    under temporary names and renamed together at the end, so a failure leaves none of them, half-written or not.
 
     Args:
         output_dir: folder for the files (created if missing).
@@ -106,13 +127,31 @@ class RegistrationWriter:
     def _path(self, stem: str, kind: str) -> str:
         return os.path.join(self.output_dir, f"{stem}_{kind}.nii.gz")
 
+    def _write_pair(self, stem: str, arrays: dict[str, np.ndarray], fixed: _Native, displacement: np.ndarray) -> None:
+        """Write a pair's files under temporary names, then rename them all: a failure leaves none of them."""
+        pending: dict[str, Path] = {}
+        try:
+            for kind, array in arrays.items():
+                pending[kind] = temporary_sibling(self._path(stem, kind))
+                image = nib.Nifti1Image(array, fixed.file_affine)
+                image.header.set_xyzt_units("mm", "sec")
+                image.to_filename(pending[kind])
+            pending["ddf"] = temporary_sibling(self._path(stem, "ddf"))
+            write_itk_displacement(pending["ddf"], displacement, fixed.affine)
+            for kind, tmp in pending.items():
+                os.replace(tmp, self._path(stem, kind))
+        finally:
+            for tmp in pending.values():
+                tmp.unlink(missing_ok=True)
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         result = data[CommonKeys.PRED]
         fixed, moving, labels = data[FIXED_IMAGE], data[MOVING_IMAGE], data.get(MOVING_LABEL)
         ndim = result.ddf.shape[1]
         stems = [f"{m}_to_{f}" for m, f in zip(data[MOVING_NAME], data[FIXED_NAME], strict=True)]
+        kinds = _KINDS if isinstance(labels, MetaTensor) else _KINDS[:2]
         if not self.overwrite:
-            existing = [p for s in stems for p in (self._path(s, k) for k in _KINDS) if os.path.exists(p)]
+            existing = [p for s in stems for p in (self._path(s, k) for k in kinds) if os.path.exists(p)]
             if existing:
                 raise FileExistsError(
                     f"{existing[0]} exists; pass overwrite=True (or another output_dir) to replace it."
@@ -130,13 +169,11 @@ class RegistrationWriter:
                 moving_net_affine=_batch_affine(moving, i, ndim),
             )
             args = (shape, native_fixed.affine, displacement)
-            images = {"warped": warp_physical(native_moving.array.float(), native_moving.affine, *args, mode="linear")}
+            warped = warp_physical(native_moving.array.float(), native_moving.affine, *args, mode="linear")
+            arrays = {"warped": _image_array(warped)}
             if isinstance(labels, MetaTensor):
                 native_labels = _load_native(labels, i, ndim)
-                images["warped_label"] = warp_physical(native_labels.array, native_labels.affine, *args, mode="label")
-            for kind, tensor in images.items():
-                image = nib.Nifti1Image(_image_array(tensor), native_fixed.file_affine)
-                image.header.set_xyzt_units("mm", "sec")
-                atomic_write(self._path(stem, kind), image.to_filename)
-            write_itk_displacement(self._path(stem, "ddf"), displacement, native_fixed.affine, overwrite=True)
+                warped_labels = warp_physical(native_labels.array, native_labels.affine, *args, mode="label")
+                arrays["warped_label"] = _label_array(_image_array(warped_labels), _source_file(labels, i))
+            self._write_pair(stem, arrays, native_fixed, displacement)
         return dict(data)

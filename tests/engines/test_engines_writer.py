@@ -17,6 +17,7 @@ from monai.utils import CommonKeys
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.engines import RegistrationWriter
+from monai_vmorph.engines import writer as writer_module
 from monai_vmorph.networks import RegistrationResult
 from monai_vmorph.transforms import registration_preprocessing
 
@@ -41,11 +42,11 @@ def _save(path, array, affine):
         full[np.ix_([0, 1, 3], [0, 1, 3])] = affine
         full[2, 3] = SLICE_Z
         affine, array = full, array[..., None]
-    nib.save(nib.Nifti1Image(array, affine), str(path))
+    nib.save(nib.Nifti1Image(array, affine, dtype=array.dtype), str(path))
     return str(path)
 
 
-def _batch(tmp_path, ndim):
+def _batch(tmp_path, ndim, label_dtype=np.uint8):
     """A collated one-pair batch with its native grids: fixed anisotropic, oblique, one axis reversed."""
     fixed_shape, moving_shape = (40, 18, 13)[:ndim], (18, 16, 12)[:ndim]
     angles = (0.12, -0.07, 0.05) if ndim == 3 else (0.12,)
@@ -55,7 +56,7 @@ def _batch(tmp_path, ndim):
     pair = {
         FIXED_IMAGE: _save(tmp_path / "f.nii.gz", np.ones(fixed_shape, np.float32), fixed_affine),
         MOVING_IMAGE: _save(tmp_path / "m.nii.gz", _ramp(moving_points).astype(np.float32), moving_affine),
-        MOVING_LABEL: _save(tmp_path / "ml.nii.gz", _labels(moving_points), moving_affine),
+        MOVING_LABEL: _save(tmp_path / "ml.nii.gz", _labels(moving_points).astype(label_dtype), moving_affine),
         FIXED_NAME: "f",
         MOVING_NAME: "m",
     }
@@ -147,8 +148,36 @@ def test_in_memory_images_are_written_on_their_own_grid(tmp_path):
         MOVING_NAME: ["m"],
         CommonKeys.PRED: RegistrationResult(warped=moving, ddf=torch.zeros(1, 3, 6, 5, 4), velocity=moving),
     }
+    (tmp_path / "m_to_f_warped_label.nii.gz").write_bytes(b"another run's")  # not an output of a pair without labels
     RegistrationWriter(tmp_path)(data)
+    assert (tmp_path / "m_to_f_warped_label.nii.gz").read_bytes() == b"another run's"
     warped = nib.load(tmp_path / "m_to_f_warped.nii.gz")
     np.testing.assert_allclose(warped.affine, affine.numpy())
     np.testing.assert_allclose(np.asarray(warped.dataobj), moving[0, 0].numpy(), atol=1e-6)
-    assert not (tmp_path / "m_to_f_warped_label.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("stored", "written"), [(np.uint32, np.uint32), (np.int64, np.int32), (np.int16, np.int16)])
+def test_labels_of_any_integer_type_are_written_in_a_type_nifti_stores(tmp_path, stored, written):
+    """The loader widens uint32 to int64, which nibabel refuses: the writer keeps the file's type or uses int32."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reference, *_ = _batch(tmp_path / "a", 3)
+    RegistrationWriter(tmp_path / "a" / "out")(reference)
+    batch, *_ = _batch(tmp_path / "b", 3, label_dtype=stored)
+    RegistrationWriter(tmp_path / "b" / "out")(batch)
+    labels = nib.load(tmp_path / "b" / "out" / "m_to_f_warped_label.nii.gz")
+    assert labels.get_data_dtype() == written
+    expected = np.asarray(nib.load(tmp_path / "a" / "out" / "m_to_f_warped_label.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(labels.dataobj), expected)
+
+
+def test_a_failure_while_writing_a_pair_leaves_none_of_its_files(tmp_path, monkeypatch):
+    batch, *_ = _batch(tmp_path, 3)
+
+    def fail(path, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer_module, "write_itk_displacement", fail)
+    with pytest.raises(OSError, match="disk full"):
+        RegistrationWriter(tmp_path / "out")(batch)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the warped images nor any temporary file
