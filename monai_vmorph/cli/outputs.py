@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
+from monai_vmorph.io import nifti_integer_array
 from monai_vmorph.io.atomic import temporary_sibling
 
 __all__ = ["OutputSet"]
@@ -75,8 +76,9 @@ class OutputSet:
 
     def write_nifti(self, name: str, array: np.ndarray, affine: np.ndarray) -> None:
         """Write ``array`` as NIfTI with the ``4x4`` ``affine`` (a 2D scan's file affine, see ``Scan.file_affine``);
-        the dtype is kept."""
-        image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+        the dtype is kept, except that 64-bit integers are stored in a 32-bit type that holds them (nibabel refuses
+        them, see :func:`monai_vmorph.io.nifti_integer_array`)."""
+        image = nib.Nifti1Image(nifti_integer_array(array), np.asarray(affine, dtype=np.float64))
         image.header.set_xyzt_units("mm", "sec")
         self.write_with(name, lambda p: nib.save(image, p))
 

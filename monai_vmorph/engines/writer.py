@@ -23,7 +23,7 @@ from monai.transforms import Compose, LoadImaged
 from monai.utils import CommonKeys
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
-from monai_vmorph.io import native_displacement, warp_physical, write_itk_displacement
+from monai_vmorph.io import native_displacement, nifti_integer_array, warp_physical, write_itk_displacement
 from monai_vmorph.io.atomic import temporary_sibling
 from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd
 
@@ -71,22 +71,14 @@ def _load_native(batch: MetaTensor, i: int, ndim: int) -> _Native:
 
 def _label_array(array: np.ndarray, source: str | None) -> np.ndarray:
     """Warped labels in a type NIfTI stores: the source file's integer type when it holds the values, else int32
-    (the loader widens uint32 to int64, which nibabel refuses to write); labels read as floats (a scaled integer
-    file) stay float32."""
+    (:func:`monai_vmorph.io.nifti_integer_array`); labels read as floats (a scaled integer file) become float32."""
     if not np.issubdtype(array.dtype, np.integer):
         return array.astype(np.float32)
-    candidates = [np.dtype(np.int32)]
     try:
         on_disk = np.dtype(nib.load(source).get_data_dtype()) if source else None
-    except Exception:  # not a file nibabel reads: fall back to int32
+    except Exception:  # not a file nibabel reads: no preferred type
         on_disk = None
-    if on_disk is not None and np.issubdtype(on_disk, np.integer) and on_disk.itemsize <= 4:
-        candidates.insert(0, on_disk)
-    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
-    for dtype in candidates:
-        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
-            return array.astype(dtype)
-    raise ValueError(f"label values {low}..{high} do not fit a 32-bit NIfTI integer type; relabel them first.")
+    return nifti_integer_array(array, on_disk)
 
 
 def _image_array(tensor: torch.Tensor) -> np.ndarray:

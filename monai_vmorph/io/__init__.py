@@ -5,6 +5,7 @@ transforms; everything else works in network voxels (:mod:`monai_vmorph.networks
 """
 
 from .itk_fields import affine_to_itk, itk_to_affine, read_itk_displacement, write_itk_displacement
+from .nifti import nifti_integer_array
 from .spaces import affine_2d, native_displacement, network_grid, resample, resample_displacement, warp_physical
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "itk_to_affine",
     "native_displacement",
     "network_grid",
+    "nifti_integer_array",
     "read_itk_displacement",
     "resample",
     "resample_displacement",
