@@ -1,13 +1,9 @@
-"""The exception for user mistakes on the command line."""
+"""The command line's name for :class:`monai_vmorph.errors.UserError` (the package's one user-error type)."""
 
 from __future__ import annotations
 
+from monai_vmorph.errors import UserError
+
 __all__ = ["CLIError"]
 
-
-class CLIError(Exception):
-    """A user mistake: ``monai-vmorph`` prints ``monai-vmorph: error: <message>`` and exits with status 2.
-
-    The message must say what was wrong and what to do, in one line, e.g.
-    ``"--fixed a.nii.gz does not exist; check the path"``.
-    """
+CLIError = UserError

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from monai_vmorph.cli.errors import CLIError
-from monai_vmorph.data.errors import DataError
+from monai_vmorph.errors import UserError
 from monai_vmorph.runtime import keep_freed_memory
 
 __all__ = ["build_parser", "entry_point", "main"]
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from monai_vmorph.cli.report import run_report as run
         run(args)
-    except (CLIError, DataError, FileExistsError) as error:
+    except (UserError, FileExistsError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,16 @@
+"""The one exception type for user mistakes, raised anywhere in the package and reported at the edge.
+
+Every layer raises :class:`UserError` (or a subclass such as :class:`monai_vmorph.data.DataError`) for a mistake
+the user can fix: a missing file, a malformed datalist, a bad option. The edges (the ``monai-vmorph`` command, the
+bundle runner's entry points) turn it into one line ``error: <message>`` and exit status 2, with no traceback and no
+partial output. The message must say what was wrong and what to do, e.g.
+``"--fixed a.nii.gz does not exist; check the path"``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError"]
+
+
+class UserError(Exception):
+    """A user mistake, reported as one line (what was wrong and what to do) and exit status 2."""
