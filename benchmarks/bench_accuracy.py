@@ -20,9 +20,9 @@ library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK 
 Methods:
 
 * ``identity``: zero displacement.
-* ``ours`` / ``ours+refine``: :func:`monai_vmorph.cli.pipeline.register_scans` with the shipped brain bundle's
+* ``ours`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped brain bundle's
   weights (or ``--weights``), without / with ``--refine`` instance-optimisation steps; its seconds include
-  ``register_scans``' intensity normalisation, resampling to the network grid and warping back.
+  ``register_pair``'s affine stage, intensity normalisation, resampling to the network grid and warping back.
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
   (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
   space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be
@@ -69,12 +69,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from monai_vmorph.cli.errors import CLIError
-from monai_vmorph.cli.inputs import Scan, load_scan
-from monai_vmorph.cli.model import BundleModel
 from monai_vmorph.data import learn2reg_datalist
+from monai_vmorph.errors import UserError
 from monai_vmorph.io import affine_to_itk, itk_to_affine, read_itk_displacement, resample_displacement, warp_physical
 from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, sdlogj
+from monai_vmorph.pipeline import BundleModel, NativeScan, read_scan
 from monai_vmorph.transforms import RandSyntheticPaird
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +92,8 @@ class Pair:
     """One registration problem on the fixed grid; ``ddf_true`` (voxels, ``(1, 3, *S)``) for synthetic pairs."""
 
     name: str
-    fixed: Scan
-    moving: Scan
+    fixed: NativeScan
+    moving: NativeScan
     fixed_labels: np.ndarray
     moving_labels: np.ndarray
     ddf_true: torch.Tensor | None = None
@@ -146,14 +145,14 @@ def _sitk_image(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
 
 # --------------------------------------------------------------------------------------------- data
 def _labels_of(path: str) -> np.ndarray:
-    return load_scan(path, "label", labels=True).array
+    return read_scan(path, "label", labels=True).array
 
 
 def synthetic_pairs(subjects: list[dict], per_subject: int, seed: int) -> list[Pair]:
     """Task S: every subject warped by known random smooth fields (``per_subject`` seeds each)."""
     pairs = []
     for i, subject in enumerate(subjects):
-        scan, labels = load_scan(subject["image"], "image"), _labels_of(subject["label"])
+        scan, labels = read_scan(subject["image"], "image"), _labels_of(subject["label"])
         for k in range(per_subject):
             synth = RandSyntheticPaird()
             synth.set_random_state(seed + 1000 * i + k)
@@ -161,7 +160,7 @@ def synthetic_pairs(subjects: list[dict], per_subject: int, seed: int) -> list[P
             ddf_true = out["ddf_true"][None].float()
             shape, affine = scan.array.shape, scan.affine
             fixed_labels = warp_physical(labels, affine, shape, affine, ddf_to_ras(ddf_true, affine), "label")
-            fixed = Scan(scan.path, out["fixed_image"][0].numpy().astype(np.float32), affine, scan.file_affine)
+            fixed = NativeScan(scan.path, out["fixed_image"][0].numpy().astype(np.float32), affine, scan.file_affine)
             name = f"{subject['name'].removesuffix('_0000')} #{k}"
             pairs.append(Pair(name, fixed, scan, fixed_labels, labels, ddf_true))
     return pairs
@@ -180,7 +179,7 @@ def inter_subject_pairs(dataset: dict, all_pairs: bool) -> list[Pair]:
     pairs = []
     for fixed, fixed_labels, moving, moving_labels in items:
         name = f"{Path(fixed).name.split('_0000')[0]} <- {Path(moving).name.split('_0000')[0]}"
-        scans = load_scan(fixed, "fixed"), load_scan(moving, "moving")
+        scans = read_scan(fixed, "fixed"), read_scan(moving, "moving")
         pairs.append(Pair(name, *scans, _labels_of(fixed_labels), _labels_of(moving_labels)))
     return pairs
 
@@ -216,7 +215,7 @@ class Identity(Method):
 
 
 class Ours(Method):
-    """``register_scans`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model."""
+    """``register_pair`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model."""
 
     def __init__(self, settings: Settings, refine: int, bundle: BundleModel | None = None) -> None:
         super().__init__(settings)
@@ -224,20 +223,20 @@ class Ours(Method):
         self.bundle = bundle
 
     def prepare(self) -> None:
-        from monai_vmorph.cli.model import load_bundle_model
+        from monai_vmorph.pipeline import load_bundle_model
 
         if self.bundle is not None:
             return
 
         try:
             self.bundle = load_bundle_model(3, torch.device("cpu"), weights=self.settings.weights)
-        except CLIError as error:
+        except UserError as error:
             raise NotAvailable(str(error)) from None
 
     def run(self, pair: Pair) -> torch.Tensor:
-        from monai_vmorph.cli.pipeline import register_scans
+        from monai_vmorph.pipeline import register_pair
 
-        result = register_scans(pair.fixed, pair.moving, self.bundle, refine=self.refine)
+        result = register_pair(pair.fixed, pair.moving, self.bundle, refine=self.refine)
         return _on_fixed_grid(result.displacement, pair.fixed.affine, pair)
 
 

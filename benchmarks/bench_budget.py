@@ -18,7 +18,7 @@ DDF (MONAI does not return its velocity; its tutorials regularise the DDF).
 
 Then both (and the identity) are scored exactly like ``bench_accuracy.py``'s ``ours`` row: Task S (each subject
 warped by a known smooth field) and Task I (the ``registration_val`` pairs), through
-:func:`monai_vmorph.cli.pipeline.register_scans` and ``bench_accuracy.evaluate``.
+:func:`monai_vmorph.pipeline.register_pair` and ``bench_accuracy.evaluate``.
 
     python benchmarks/bench_budget.py --minutes 15          # the BENCHMARKS.md row
     python benchmarks/bench_budget.py --quick                # smoke run: 1 step each, 32^3, one Task I pair
@@ -41,10 +41,10 @@ from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 from torch import nn
 
-from monai_vmorph.cli.model import BundleModel
 from monai_vmorph.engines import PrepareRegistrationBatch
 from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.networks import RegistrationResult
+from monai_vmorph.pipeline import BundleModel
 
 BUNDLE = acc.ROOT / "bundles" / "voxelmorph_brain_3d"
 MODELS = ("ours", "monai")
@@ -159,7 +159,7 @@ def score(parser: ConfigParser, models: dict, args: argparse.Namespace) -> dict[
     settings = acc.Settings(quick=args.quick, refine=0, weights=None, threads=args.threads)
     methods: dict[str, acc.Method] = {"identity": acc.Identity(settings)}
     for name, (net, train_loss) in models.items():
-        # register_scans reports the image loss of the result: the training loss without the label term
+        # register_pair reports the image loss of the result: the training loss without the label term
         loss = RegistrationLoss(train_loss.similarity, args.smoothness_weight, loss_mult=train_loss.loss_mult)
         bundle = BundleModel(net.eval(), loss, 3, pixdim, size, Path(f"<trained by this run: {name}>"))
         methods[name] = acc.Ours(settings, 0, bundle)

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
-from monai_vmorph.cli.inputs import check_same_dims, load_scan
-from monai_vmorph.cli.model import load_bundle_model, parse_device
-from monai_vmorph.cli.outputs import OutputSet
-from monai_vmorph.cli.pipeline import register_scans
+from monai_vmorph.cli.model import parse_device
 from monai_vmorph.data.datalists import csv_pairs
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.data.learn2reg import learn2reg_datalist
+from monai_vmorph.pipeline import OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
 
 __all__ = ["read_pairs", "run_evaluate", "summarise"]
 
@@ -62,7 +60,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     pairs = read_pairs(args.pairs, args.split)
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, ["metrics.csv", "summary.json"], overwrite=args.overwrite, inputs=[args.pairs])
-    first = load_scan(pairs[0][FIXED_IMAGE], "fixed image")
+    first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")
     bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights)
     rows = []
     bar = None
@@ -71,14 +69,16 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
         bar = tqdm(total=len(pairs), desc="pairs", unit="pair", file=sys.stderr)
     for index, pair in enumerate(pairs):
-        fixed = first if index == 0 else load_scan(pair[FIXED_IMAGE], "fixed image")
-        moving = load_scan(pair[MOVING_IMAGE], "moving image")
-        moving_labels = load_scan(pair[MOVING_LABEL], "moving label", labels=True) if pair.get(MOVING_LABEL) else None
-        fixed_labels = load_scan(pair[FIXED_LABEL], "fixed label", labels=True) if pair.get(FIXED_LABEL) else None
+        fixed = first if index == 0 else read_scan(pair[FIXED_IMAGE], "fixed image")
+        moving = read_scan(pair[MOVING_IMAGE], "moving image")
+        moving_labels = read_scan(pair[MOVING_LABEL], "moving label", labels=True) if pair.get(MOVING_LABEL) else None
+        fixed_labels = read_scan(pair[FIXED_LABEL], "fixed label", labels=True) if pair.get(FIXED_LABEL) else None
         if moving_labels is None or fixed_labels is None:
             moving_labels = fixed_labels = None
         check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
-        result = register_scans(fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels)
+        result = register_pair(
+            fixed, moving, bundle, args.affine, args.refine, args.refine_lr, moving_labels, fixed_labels
+        )
         row = {
             "moving": pair.get(MOVING_NAME, moving.path.name),
             "fixed": pair.get(FIXED_NAME, fixed.path.name),
@@ -101,7 +101,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
         writer.writerow(
             {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
         )
-    summary = {"pairs": len(rows), "weights": str(bundle.weights), "refine_steps": args.refine, **summarise(rows)}
+    summary = {
+        "pairs": len(rows),
+        "weights": str(bundle.weights),
+        "affine": args.affine,
+        "refine_steps": args.refine,
+        **summarise(rows),
+    }
     with outputs:
         outputs.write_text("metrics.csv", buffer.getvalue())
         outputs.write_json("summary.json", summary)

@@ -1,7 +1,7 @@
 """``monai-vmorph`` (also ``python -m monai_vmorph``): register, warp, evaluate, report.
 
 Every user mistake ends the process with exit status 2 and one line ``monai-vmorph: error: …`` on stderr (no
-traceback), and leaves no partial output file (see :class:`monai_vmorph.cli.outputs.OutputSet`).
+traceback), and leaves no partial output file (see :class:`monai_vmorph.pipeline.OutputSet`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: The affine stage's modes (monai_vmorph.pipeline.affine.AFFINE_MODES, repeated here so that --help does not import
+#: torch; a test keeps the two equal).
+AFFINE_CHOICES = ("affine", "rigid", "none")
+
+
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
@@ -53,6 +58,12 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
         parser.add_argument("--bundle", help="bundle folder (default: the shipped brain bundle for 2D/3D inputs)")
         parser.add_argument("--weights", help="weights file (default: <bundle>/models/model.pt)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+        parser.add_argument(
+            "--affine",
+            choices=AFFINE_CHOICES,
+            default="affine",
+            help="pre-alignment before the network: affine (default), rigid, or none for scans already aligned",
+        )
         parser.add_argument(
             "--refine",
             type=_non_negative_int,

@@ -8,11 +8,9 @@ import sys
 from collections.abc import Callable
 
 from monai_vmorph.cli.errors import CLIError
-from monai_vmorph.cli.inputs import Scan, check_same_dims, load_scan
-from monai_vmorph.cli.model import load_bundle_model, parse_device
-from monai_vmorph.cli.outputs import OutputSet
-from monai_vmorph.cli.pipeline import register_scans
-from monai_vmorph.io import write_itk_displacement
+from monai_vmorph.cli.model import parse_device
+from monai_vmorph.io import write_itk_affine, write_itk_displacement
+from monai_vmorph.pipeline import NativeScan, OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
 
 __all__ = ["refine_progress", "run_register"]
 
@@ -34,7 +32,7 @@ def refine_progress(
     return callback, bar
 
 
-def _check_labels(labels: Scan | None, image: Scan, role: str) -> None:
+def _check_labels(labels: NativeScan | None, image: NativeScan, role: str) -> None:
     if labels is not None and labels.array.shape != image.array.shape:
         raise CLIError(
             f"{role} {labels.path} has shape {labels.array.shape} but its image has {image.array.shape}; "
@@ -43,24 +41,25 @@ def _check_labels(labels: Scan | None, image: Scan, role: str) -> None:
 
 
 def run_register(args: argparse.Namespace) -> None:
-    fixed = load_scan(args.fixed, "--fixed")
-    moving = load_scan(args.moving, "--moving")
-    moving_labels = load_scan(args.moving_labels, "--moving-labels", labels=True) if args.moving_labels else None
-    fixed_labels = load_scan(args.fixed_labels, "--fixed-labels", labels=True) if args.fixed_labels else None
+    fixed = read_scan(args.fixed, "--fixed")
+    moving = read_scan(args.moving, "--moving")
+    moving_labels = read_scan(args.moving_labels, "--moving-labels", labels=True) if args.moving_labels else None
+    fixed_labels = read_scan(args.fixed_labels, "--fixed-labels", labels=True) if args.fixed_labels else None
     if fixed_labels is not None and moving_labels is None:
         raise CLIError("--fixed-labels needs --moving-labels too (Dice compares the warped moving labels)")
     ndim = check_same_dims(*(s for s in (fixed, moving, moving_labels, fixed_labels) if s is not None))
     _check_labels(moving_labels, moving, "--moving-labels")
     _check_labels(fixed_labels, fixed, "--fixed-labels")
     device = parse_device(args.device)
-    names = ["warped.nii.gz", "ddf.nii.gz", "metrics.json"] + (["warped_labels.nii.gz"] if moving_labels else [])
+    names = ["warped.nii.gz", "ddf.nii.gz", "affine.txt", "metrics.json"]
+    names += ["warped_labels.nii.gz"] if moving_labels else []
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.weights]
     outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
 
     callback, bar = refine_progress(args.refine, args.quiet)
-    result = register_scans(
-        fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, progress=callback
+    result = register_pair(
+        fixed, moving, bundle, args.affine, args.refine, args.refine_lr, moving_labels, fixed_labels, callback
     )
     if bar is not None:
         bar.close()
@@ -72,12 +71,13 @@ def run_register(args: argparse.Namespace) -> None:
         **result.metrics,
     }
     with outputs:
-        outputs.write_nifti("warped.nii.gz", result.warped, fixed.file_affine)
+        outputs.write_nifti("warped.nii.gz", result.warped, fixed)
         outputs.write_with(
             "ddf.nii.gz", lambda p: write_itk_displacement(p, result.displacement, fixed.affine, overwrite=True)
         )
         if result.warped_labels is not None:
-            outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed.file_affine)
+            outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed)
+        outputs.write_with("affine.txt", lambda p: write_itk_affine(p, result.affine))
         outputs.write_json("metrics.json", metrics)
         outputs.commit()
     if not args.quiet:

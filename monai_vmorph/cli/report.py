@@ -12,12 +12,10 @@ import argparse
 import numpy as np
 import torch
 
-from monai_vmorph.cli.inputs import check_same_dims, load_scan
-from monai_vmorph.cli.model import load_bundle_model, parse_device
-from monai_vmorph.cli.outputs import OutputSet
-from monai_vmorph.cli.pipeline import PairResult, register_scans
+from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import refine_progress
 from monai_vmorph.metrics import jacobian_determinant
+from monai_vmorph.pipeline import OutputSet, PairResult, check_same_dims, load_bundle_model, read_scan, register_pair
 
 __all__ = ["render_report", "run_report"]
 
@@ -98,14 +96,14 @@ def render_report(result: PairResult, path, title: str = "") -> None:
 
 
 def run_report(args: argparse.Namespace) -> None:
-    fixed = load_scan(args.fixed, "--fixed")
-    moving = load_scan(args.moving, "--moving")
+    fixed = read_scan(args.fixed, "--fixed")
+    moving = read_scan(args.moving, "--moving")
     ndim = check_same_dims(fixed, moving)
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, ["report.png"], overwrite=args.overwrite, inputs=[args.fixed, args.moving])
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
     callback, bar = refine_progress(args.refine, args.quiet)
-    result = register_scans(fixed, moving, bundle, args.refine, args.refine_lr, progress=callback)
+    result = register_pair(fixed, moving, bundle, args.affine, args.refine, args.refine_lr, progress=callback)
     if bar is not None:
         bar.close()
     with outputs:

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
-from monai_vmorph.cli.inputs import check_same_dims, load_scan
-from monai_vmorph.cli.outputs import OutputSet
 from monai_vmorph.io import read_itk_displacement, resample_displacement, warp_physical
+from monai_vmorph.pipeline import OutputSet, check_same_dims, read_scan
 
 __all__ = ["run_warp"]
 
@@ -21,8 +20,8 @@ def run_warp(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if not out.name.endswith(_SUFFIXES):
         raise CLIError(f"--out {out} must end in .nii or .nii.gz")
-    reference = load_scan(args.reference, "--reference")
-    moving = load_scan(args.moving, "--moving", labels=args.interp == "label", keep_integer=args.interp == "nearest")
+    reference = read_scan(args.reference, "--reference")
+    moving = read_scan(args.moving, "--moving", labels=args.interp == "label", keep_integer=args.interp == "nearest")
     ndim = check_same_dims(reference, moving)
     if not Path(args.field).is_file():
         raise CLIError(f"--field {args.field} does not exist; check the path")
@@ -42,7 +41,7 @@ def run_warp(args: argparse.Namespace) -> None:
     mode = args.interp
     warped = warp_physical(moving.array, moving.affine, shape, reference.affine, displacement, mode)
     with outputs:
-        outputs.write_nifti(out.name, np.asarray(warped), reference.file_affine)
+        outputs.write_nifti(out.name, np.asarray(warped), reference)
         outputs.commit()
     if not args.quiet:
         print(f"warped {moving.path.name} with {Path(args.field).name} ({mode}) -> {out}")

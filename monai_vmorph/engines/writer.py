@@ -12,32 +12,24 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
 from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
-from monai.transforms import Compose, LoadImaged
 from monai.utils import CommonKeys
 
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
-from monai_vmorph.io import native_displacement, nifti_integer_array, warp_physical, write_itk_displacement
+from monai_vmorph.errors import UserError
+from monai_vmorph.io import native_displacement, warp_physical, write_itk_displacement
 from monai_vmorph.io.atomic import temporary_sibling
-from monai_vmorph.transforms.preprocessing import EnsureSpatialDimsd
+from monai_vmorph.pipeline.outputs import nifti_like
+from monai_vmorph.pipeline.scan import NativeScan, read_scan
 
 __all__ = ["RegistrationWriter"]
 
 _KINDS = ("warped", "ddf", "warped_label")
-
-
-class _Native(NamedTuple):
-    """One image of a pair on its native grid."""
-
-    array: torch.Tensor  # (C, *S)
-    affine: np.ndarray  # (ndim + 1)-square RAS affine of the grid
-    file_affine: np.ndarray  # the 4x4 affine outputs on this grid are written with (a 2D slice keeps its position)
 
 
 def _batch_affine(batch: MetaTensor, i: int, ndim: int) -> np.ndarray:
@@ -52,39 +44,17 @@ def _source_file(batch: MetaTensor, i: int) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _load_native(batch: MetaTensor, i: int, ndim: int) -> _Native:
-    """Item ``i`` of a collated batch on its native grid: re-read from its source file with the preprocessing's
-    reader and 2D handling (no reorientation, no resampling), or the preprocessed tensor itself when it was not
-    loaded from a file."""
+def _load_native(batch: MetaTensor, i: int, ndim: int, role: str, labels: bool = False) -> NativeScan:
+    """Item ``i`` of a collated batch on its native grid: re-read from its source file by the pipeline's reader
+    (:func:`monai_vmorph.pipeline.read_scan`: its header and 2D rules), or the preprocessed tensor itself (first
+    channel) when it was not loaded from a file."""
     path = _source_file(batch, i)
     if path is None:
-        affine = _batch_affine(batch, i, ndim)
-        return _Native(batch[i].as_tensor(), affine, to_affine_nd(3, affine))
-    load = Compose(
-        [LoadImaged("image", ensure_channel_first=True, image_only=True, dtype=None), EnsureSpatialDimsd("image", ndim)]
-    )
-    image = load({"image": path})["image"]
-    affine = to_affine_nd(ndim, np.asarray(image.affine, dtype=np.float64))
-    original = np.asarray(image.meta.get("original_affine", np.zeros(0)), dtype=np.float64)
-    return _Native(image.as_tensor(), affine, original if original.shape == (4, 4) else to_affine_nd(3, affine))
-
-
-def _label_array(array: np.ndarray, source: str | None) -> np.ndarray:
-    """Warped labels in a type NIfTI stores: the source file's integer type when it holds the values, else int32
-    (:func:`monai_vmorph.io.nifti_integer_array`); labels read as floats (a scaled integer file) become float32."""
-    if not np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float32)
-    try:
-        on_disk = np.dtype(nib.load(source).get_data_dtype()) if source else None
-    except Exception:  # not a file nibabel reads: no preferred type
-        on_disk = None
-    return nifti_integer_array(array, on_disk)
-
-
-def _image_array(tensor: torch.Tensor) -> np.ndarray:
-    """``(C, *S)`` -> NIfTI order ``(*S)`` for one channel, ``(*S, C)`` for several."""
-    array = np.moveaxis(tensor.detach().cpu().numpy(), 0, -1)
-    return array[..., 0] if array.shape[-1] == 1 else array
+        return NativeScan.from_array(batch[i][0].detach().cpu().numpy(), _batch_affine(batch, i, ndim))
+    scan = read_scan(path, role, labels=labels, keep_integer=labels)
+    if scan.ndim != ndim:
+        raise UserError(f"{role} {path} is {scan.ndim}D but the bundle registers {ndim}D images")
+    return scan
 
 
 class RegistrationWriter:
@@ -119,15 +89,15 @@ class RegistrationWriter:
     def _path(self, stem: str, kind: str) -> str:
         return os.path.join(self.output_dir, f"{stem}_{kind}.nii.gz")
 
-    def _write_pair(self, stem: str, arrays: dict[str, np.ndarray], fixed: _Native, displacement: np.ndarray) -> None:
+    def _write_pair(
+        self, stem: str, arrays: dict[str, np.ndarray], fixed: NativeScan, displacement: np.ndarray
+    ) -> None:
         """Write a pair's files under temporary names, then rename them all: a failure leaves none of them."""
         pending: dict[str, Path] = {}
         try:
             for kind, array in arrays.items():
                 pending[kind] = temporary_sibling(self._path(stem, kind))
-                image = nib.Nifti1Image(array, fixed.file_affine)
-                image.header.set_xyzt_units("mm", "sec")
-                image.to_filename(pending[kind])
+                nib.save(nifti_like(array, fixed), pending[kind])
             pending["ddf"] = temporary_sibling(self._path(stem, "ddf"))
             write_itk_displacement(pending["ddf"], displacement, fixed.affine)
             for kind, tmp in pending.items():
@@ -150,9 +120,9 @@ class RegistrationWriter:
                 )
         os.makedirs(self.output_dir, exist_ok=True)
         for i, stem in enumerate(stems):
-            native_fixed = _load_native(fixed, i, ndim)
-            native_moving = _load_native(moving, i, ndim)
-            shape = tuple(native_fixed.array.shape[1:])
+            native_fixed = _load_native(fixed, i, ndim, "fixed image")
+            native_moving = _load_native(moving, i, ndim, "moving image")
+            shape = native_fixed.array.shape
             displacement = native_displacement(
                 result.ddf[i].detach().float(),
                 _batch_affine(fixed, i, ndim),
@@ -161,11 +131,11 @@ class RegistrationWriter:
                 moving_net_affine=_batch_affine(moving, i, ndim),
             )
             args = (shape, native_fixed.affine, displacement)
-            warped = warp_physical(native_moving.array.float(), native_moving.affine, *args, mode="linear")
-            arrays = {"warped": _image_array(warped)}
+            warped = warp_physical(native_moving.array.astype(np.float32), native_moving.affine, *args, mode="linear")
+            arrays = {"warped": np.asarray(warped, dtype=np.float32)}
             if isinstance(labels, MetaTensor):
-                native_labels = _load_native(labels, i, ndim)
+                native_labels = _load_native(labels, i, ndim, "moving label", labels=True)
                 warped_labels = warp_physical(native_labels.array, native_labels.affine, *args, mode="label")
-                arrays["warped_label"] = _label_array(_image_array(warped_labels), _source_file(labels, i))
+                arrays["warped_label"] = np.asarray(warped_labels)
             self._write_pair(stem, arrays, native_fixed, displacement)
         return dict(data)

@@ -5,19 +5,31 @@ transforms; everything else works in network voxels (:mod:`monai_vmorph.networks
 """
 
 from .itk_fields import affine_to_itk, itk_to_affine, read_itk_displacement, write_itk_displacement
+from .itk_transforms import read_itk_affine, write_itk_affine
 from .nifti import nifti_integer_array
-from .spaces import affine_2d, native_displacement, network_grid, resample, resample_displacement, warp_physical
+from .spaces import (
+    MAX_LABELS,
+    affine_2d,
+    native_displacement,
+    network_grid,
+    resample,
+    resample_displacement,
+    warp_physical,
+)
 
 __all__ = [
+    "MAX_LABELS",
     "affine_2d",
     "affine_to_itk",
     "itk_to_affine",
     "native_displacement",
     "network_grid",
     "nifti_integer_array",
+    "read_itk_affine",
     "read_itk_displacement",
     "resample",
     "resample_displacement",
     "warp_physical",
+    "write_itk_affine",
     "write_itk_displacement",
 ]

@@ -41,10 +41,18 @@ import torch
 import torch.nn.functional as F
 from nibabel.orientations import io_orientation
 
-__all__ = ["affine_2d", "native_displacement", "network_grid", "resample", "resample_displacement", "warp_physical"]
+__all__ = [
+    "MAX_LABELS",
+    "affine_2d",
+    "native_displacement",
+    "network_grid",
+    "resample",
+    "resample_displacement",
+    "warp_physical",
+]
 
 _CHUNK = 2**20  # output voxels per grid_sample call
-_MAX_LABELS = 1000  # more distinct values than this in "label" mode is an intensity image, not a label map
+MAX_LABELS = 1000  # more distinct values than this in "label" mode is an intensity image, not a label map
 _MODES = ("linear", "nearest")
 _WARP_MODES = ("linear", "nearest", "label")
 
@@ -319,9 +327,9 @@ def _warp_labels(
     channels = []
     for channel in volume:
         labels, codes = torch.unique(channel, return_inverse=True)  # codes follow the sorted values
-        if labels.numel() > _MAX_LABELS:
+        if labels.numel() > MAX_LABELS:
             raise ValueError(
-                f"mode='label' expects a label map, got {labels.numel()} distinct values (more than {_MAX_LABELS}); "
+                f"mode='label' expects a label map, got {labels.numel()} distinct values (more than {MAX_LABELS}); "
                 "use mode='linear' for intensity images."
             )
         codes = codes.reshape(-1)

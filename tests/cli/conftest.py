@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_vmorph.cli.model import default_bundle
+from monai_vmorph.pipeline import default_bundle
 
 
 def _weights(ndim, path, scale):

@@ -94,16 +94,17 @@ def test_outputs_are_the_network_transform_on_the_native_fixed_grid(tmp_path, nd
     warped = nib.load(tmp_path / "out" / "m_to_f_warped.nii.gz")
     file_affine = nib.load(tmp_path / "f.nii.gz").affine
     np.testing.assert_allclose(warped.affine, file_affine, atol=1e-6)  # 2D: the slice keeps its z position
-    assert warped.shape == fixed_shape and warped.get_data_dtype() == np.float32
-    values = np.asarray(warped.dataobj)
+    file_shape = nib.load(tmp_path / "f.nii.gz").shape  # a 2D slice's outputs keep its (X, Y, 1) form
+    assert warped.shape == file_shape and warped.get_data_dtype() == np.float32
+    values = np.asarray(warped.dataobj).reshape(fixed_shape)
     np.testing.assert_allclose(values[exact], _ramp(target)[exact], atol=1e-5)
     assert np.all(values[outside] == 0)
 
     labels = nib.load(tmp_path / "out" / "m_to_f_warped_label.nii.gz")
-    assert labels.get_data_dtype() == np.uint8 and labels.shape == fixed_shape
+    assert labels.get_data_dtype() == np.uint8 and labels.shape == file_shape
     away = exact & (np.abs(target[..., 0] - 1.0) > 1.5) & (np.abs(target[..., 1] - 0.5) > 1.5)
     assert away.sum() > 50
-    np.testing.assert_array_equal(np.asarray(labels.dataobj)[away], _labels(target)[away])
+    np.testing.assert_array_equal(np.asarray(labels.dataobj).reshape(fixed_shape)[away], _labels(target)[away])
 
     field = nib.load(tmp_path / "out" / "m_to_f_ddf.nii.gz")  # ITK: LPS mm vectors, (X, Y, Z, 1, ndim)
     assert field.shape == (*fixed_shape, *(1,) * (4 - ndim), ndim)
@@ -134,7 +135,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["m_to_f_warped_label.nii.gz"]  # nothing else was written
     assert (out / "m_to_f_warped_label.nii.gz").read_bytes() == b"keep me"
     RegistrationWriter(out, overwrite=True)(batch)
-    assert nib.load(out / "m_to_f_warped_label.nii.gz").shape == (40, 18)
+    assert nib.load(out / "m_to_f_warped_label.nii.gz").shape == (40, 18, 1)
 
 
 def test_in_memory_images_are_written_on_their_own_grid(tmp_path):

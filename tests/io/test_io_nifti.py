@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_vmorph.cli.outputs import OutputSet
 from monai_vmorph.io import nifti_integer_array
+from monai_vmorph.pipeline import NativeScan, OutputSet
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_values_beyond_32_bits_and_float_arrays():
 def test_command_line_outputs_store_int64_label_maps(tmp_path):
     labels = np.arange(24, dtype=np.int64).reshape(2, 3, 4) * 1000
     with OutputSet(tmp_path, ["warped_labels.nii.gz"]) as outputs:
-        outputs.write_nifti("warped_labels.nii.gz", labels, np.eye(4))
+        outputs.write_nifti("warped_labels.nii.gz", labels, NativeScan.from_array(labels, np.eye(4)))
         outputs.commit()
     written = nib.load(tmp_path / "warped_labels.nii.gz")
     assert written.get_data_dtype() == np.int32

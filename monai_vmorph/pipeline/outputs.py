@@ -11,11 +11,34 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from monai_vmorph.cli.errors import CLIError
+from monai_vmorph.errors import UserError
 from monai_vmorph.io import nifti_integer_array
 from monai_vmorph.io.atomic import temporary_sibling
+from monai_vmorph.pipeline.scan import NativeScan
 
-__all__ = ["OutputSet"]
+__all__ = ["OutputSet", "nifti_like"]
+
+
+def nifti_like(array: np.ndarray, like: NativeScan) -> nib.Nifti1Image:
+    """``array`` (on ``like``'s grid, ``(*S)`` or ``(*S, C)``) as a NIfTI image placed exactly as ``like``.
+
+    The header rule of :mod:`monai_vmorph.pipeline.scan`: qform and sform are both set to ``like.file_affine``
+    (the placement we read), keeping ``like``'s codes (a code of 0 takes the other one's, or 1), so nibabel,
+    SimpleITK, ANTs and Slicer place the output in the same place. 64-bit integers are stored in a 32-bit type
+    that holds them (:func:`monai_vmorph.io.nifti_integer_array`). A 2D scan's ``(X, Y)`` array is stored as
+    ``(X, Y, 1)``.
+    """
+    array = nifti_integer_array(np.asarray(array))
+    if like.ndim == 2:
+        array = array.reshape((*array.shape[:2], 1, *array.shape[2:]))
+    affine = np.asarray(like.file_affine, dtype=np.float64)
+    qcode = like.qform_code or like.sform_code or 1
+    scode = like.sform_code or qcode
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=int(qcode))
+    image.set_sform(affine, code=int(scode))
+    image.header.set_xyzt_units("mm", "sec")
+    return image
 
 
 class OutputSet:
@@ -42,19 +65,19 @@ class OutputSet:
         protected = {Path(p).resolve() for p in inputs if p is not None}
         for path in self.paths.values():
             if path.resolve() in protected:
-                raise CLIError(f"output {path} is one of the inputs; choose another output path")
+                raise UserError(f"output {path} is one of the inputs; choose another output path")
         if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise CLIError(f"output folder {self.out_dir} is a file; give a folder for --out-dir")
+            raise UserError(f"output folder {self.out_dir} is a file; give a folder for --out-dir")
         if not overwrite:
             existing = [p for p in self.paths.values() if p.exists()]
             if existing:
-                raise CLIError(f"{existing[0]} exists; pass --overwrite to replace it or choose another --out-dir")
+                raise UserError(f"{existing[0]} exists; pass --overwrite to replace it or choose another --out-dir")
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise CLIError(f"cannot create output folder {self.out_dir} ({error.strerror}); choose another") from None
+            raise UserError(f"cannot create output folder {self.out_dir} ({error.strerror}); choose another") from None
         if not os.access(self.out_dir, os.W_OK | os.X_OK):
-            raise CLIError(f"output folder {self.out_dir} is not writable; choose another --out-dir")
+            raise UserError(f"output folder {self.out_dir} is not writable; choose another --out-dir")
         self._pending: dict[str, Path] = {}
 
     def __enter__(self) -> OutputSet:
@@ -74,12 +97,9 @@ class OutputSet:
         tmp = self._temporary(name)
         writer(tmp)
 
-    def write_nifti(self, name: str, array: np.ndarray, affine: np.ndarray) -> None:
-        """Write ``array`` as NIfTI with the ``4x4`` ``affine`` (a 2D scan's file affine, see ``Scan.file_affine``);
-        the dtype is kept, except that 64-bit integers are stored in a 32-bit type that holds them (nibabel refuses
-        them, see :func:`monai_vmorph.io.nifti_integer_array`)."""
-        image = nib.Nifti1Image(nifti_integer_array(array), np.asarray(affine, dtype=np.float64))
-        image.header.set_xyzt_units("mm", "sec")
+    def write_nifti(self, name: str, array: np.ndarray, like: NativeScan) -> None:
+        """Write ``array`` on ``like``'s grid as NIfTI placed exactly as ``like`` (:func:`nifti_like`)."""
+        image = nifti_like(array, like)
         self.write_with(name, lambda p: nib.save(image, p))
 
     def write_json(self, name: str, data: Any) -> None:

@@ -1,0 +1,178 @@
+"""Register two native scans: affine pre-alignment, the network on its grid, refinement, one field back.
+
+Steps (each in one place):
+
+1. **Affine** (:func:`monai_vmorph.pipeline.affine.affine_register`, mode ``"affine"``, ``"rigid"`` or ``"none"``):
+   a matrix ``A`` (RAS mm) mapping a fixed world point to the moving world point. The moving scan is then *placed*
+   by ``inv(A) @ moving.affine`` (a header change, no resampling of its own).
+2. **Network grid** (:func:`monai_vmorph.io.network_grid`): both scans, normalised by :func:`normalise_intensity`,
+   are resampled once (linear) onto the axis-aligned grid of the bundle's voxel size centred on the fixed scan;
+   the moving one through its affine placement, so the network sees an affinely aligned pair.
+3. **Network** (and ``refine`` instance-optimisation steps): a voxel field ``u`` on that grid.
+4. **One transform back**: the whole transform ``T(p) = A @ N @ (q + u(q))`` with ``q = inv(N) @ p`` (``N`` the grid's
+   affine) becomes one physical displacement at every native fixed voxel
+   (:func:`monai_vmorph.io.native_displacement` with ``moving_net_affine = A @ N``); outside the network grid it is
+   the affine alone. The native moving scan (and labels) are warped by it in one resampling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import ScaleIntensityRangePercentiles
+
+from monai_vmorph.engines.refine import refine_registration
+from monai_vmorph.errors import UserError
+from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
+from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
+from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
+from monai_vmorph.pipeline.model import BundleModel
+from monai_vmorph.pipeline.scan import NativeScan
+from monai_vmorph.transforms import INTENSITY_PERCENTILES
+
+__all__ = ["PairResult", "dice_per_label", "normalise_intensity", "register_pair"]
+
+
+@dataclass
+class PairResult:
+    """Everything a command may write or report about one registered pair.
+
+    Attributes:
+        warped: the moving image on the fixed image's native grid, float32 ``fixed_shape``.
+        displacement: the whole transform (affine and deformable) as a physical displacement (RAS mm) on the fixed
+            grid, ``fixed_shape + (ndim,)``.
+        warped_labels: the moving labels on the fixed grid (``None`` without labels), the labels' dtype.
+        affine: the affine stage's matrix (RAS mm, fixed world -> moving world; the identity for ``"none"``).
+        net_affine: the network grid's affine; ``net_fixed``/``net_moving`` (the moving scan after the affine stage)
+            / ``net_warped`` and ``net_ddf`` (voxels, ``(ndim, *S_net)``) live on it.
+        metrics: JSON-ready numbers (folding %, SDlogJ, Dice before / after the affine stage / after, losses,
+            seconds per stage).
+    """
+
+    warped: np.ndarray
+    displacement: np.ndarray
+    warped_labels: np.ndarray | None
+    affine: np.ndarray
+    net_affine: np.ndarray
+    net_fixed: np.ndarray
+    net_moving: np.ndarray
+    net_warped: np.ndarray
+    net_ddf: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+
+def normalise_intensity(array: np.ndarray) -> np.ndarray:
+    """Percentiles to [0, 1], clipped: the bundles' ``registration_preprocessing`` intensity step."""
+    lower, upper = INTENSITY_PERCENTILES
+    scale = ScaleIntensityRangePercentiles(lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)
+    return np.asarray(scale(torch.as_tensor(array[None], dtype=torch.float32))[0], dtype=np.float32)
+
+
+def dice_per_label(warped_labels: np.ndarray, fixed_labels: np.ndarray) -> dict[str, float]:
+    """Dice of every non-zero label of the fixed map (``NaN`` where a label is absent from both)."""
+    labels = sorted(int(v) for v in np.unique(fixed_labels) if v != 0)
+    scores = label_dice(torch.as_tensor(warped_labels)[None, None], torch.as_tensor(fixed_labels)[None, None], labels)
+    return {str(label): float(score) for label, score in zip(labels, scores[0].tolist(), strict=True)}
+
+
+def _dice_metrics(metrics: dict, key: str, warped_labels: np.ndarray, fixed_labels: NativeScan) -> None:
+    scores = dice_per_label(warped_labels, fixed_labels.array)
+    metrics[key] = scores
+    metrics[f"mean_{key}"] = float(np.nanmean(list(scores.values())))
+
+
+def register_pair(
+    fixed: NativeScan,
+    moving: NativeScan,
+    bundle: BundleModel,
+    affine: str = "affine",
+    refine: int = 0,
+    refine_lr: float = 0.05,
+    moving_labels: NativeScan | None = None,
+    fixed_labels: NativeScan | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> PairResult:
+    """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
+
+    Args:
+        fixed: the scan the result lives on.
+        moving: the scan that is warped.
+        bundle: the network with its grid settings (:func:`monai_vmorph.pipeline.load_bundle_model`).
+        affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
+        refine: instance-optimisation Adam steps on the network grid (0: the network alone).
+        refine_lr: their step size (voxels).
+        moving_labels: label map on the moving grid, warped to ``warped_labels``.
+        fixed_labels: label map on the fixed grid: Dice before, after the affine stage and after, in ``metrics``.
+        progress: ``progress(step, loss)`` after each refinement step.
+
+    Returns:
+        :class:`PairResult`; conventions of the steps in this module's docstring.
+    """
+    if affine not in AFFINE_MODES:
+        raise UserError(f"affine mode {affine!r} is not one of {list(AFFINE_MODES)}")
+    start = time.perf_counter()
+    metrics: dict = {}
+    aligned = affine_register(fixed.array, fixed.affine, moving.array, moving.affine, mode=affine)
+    matrix = np.asarray(aligned.matrix, dtype=np.float64)
+    metrics["affine"] = {"mode": affine, "matrix": matrix.tolist(), "levels": aligned.levels}
+    metrics["seconds_affine"] = time.perf_counter() - start
+
+    tick = time.perf_counter()
+    device = next(bundle.model.parameters()).device
+    shape, net_affine = network_grid(fixed.array.shape, fixed.affine, bundle.pixdim, bundle.spatial_size)
+    net_fixed = resample(normalise_intensity(fixed.array), fixed.affine, shape, net_affine)
+    placed = aligned_moving_affine(matrix, moving.affine)
+    net_moving = resample(normalise_intensity(moving.array), placed, shape, net_affine)
+    m = torch.as_tensor(net_moving, device=device)[None, None]
+    f = torch.as_tensor(net_fixed, device=device)[None, None]
+    with torch.no_grad():
+        result = bundle.model(m, f)
+        metrics["loss_network"] = float(bundle.loss(result, {"moving_image": m, "fixed_image": f}))
+    metrics["seconds_network"] = time.perf_counter() - tick
+    if refine > 0:
+        tick = time.perf_counter()
+        refined = refine_registration(
+            bundle.model, m, f, bundle.loss, steps=refine, lr=refine_lr, initial=result, callback=progress
+        )
+        result = refined.result
+        metrics["loss_refined"] = refined.losses[-1]
+        metrics["refine_steps"] = refine
+        metrics["seconds_refine"] = time.perf_counter() - tick
+    ddf = result.ddf.detach().float()
+    metrics["folding_percent"] = 100.0 * float(folding_fraction(ddf))
+    metrics["sdlogj"] = float(sdlogj(ddf))
+    net_ddf = ddf[0].cpu().numpy()
+
+    tick = time.perf_counter()
+    grid = (fixed.array.shape, fixed.affine)
+    displacement = native_displacement(net_ddf, net_affine, *grid, moving_net_affine=matrix @ net_affine)
+    warped = warp_physical(moving.array, moving.affine, *grid, displacement, "linear")
+    warped_labels = None
+    if moving_labels is not None:
+        warped_labels = warp_physical(moving_labels.array, moving_labels.affine, *grid, displacement, "label")
+        if fixed_labels is not None:
+            stages = [("dice_before", np.zeros_like(displacement))]
+            if affine != "none":
+                stages.append(("dice_affine", affine_displacement(matrix, *grid)))
+            for key, field_ in stages:
+                moved = warp_physical(moving_labels.array, moving_labels.affine, *grid, field_, "label")
+                _dice_metrics(metrics, key, moved, fixed_labels)
+            _dice_metrics(metrics, "dice", warped_labels, fixed_labels)
+    metrics["seconds_native"] = time.perf_counter() - tick
+    metrics["seconds"] = time.perf_counter() - start
+    return PairResult(
+        warped=np.asarray(warped, dtype=np.float32),
+        displacement=np.asarray(displacement, dtype=np.float32),
+        warped_labels=warped_labels,
+        affine=matrix,
+        net_affine=net_affine,
+        net_fixed=net_fixed,
+        net_moving=net_moving,
+        net_warped=result.warped[0, 0].detach().cpu().numpy(),
+        net_ddf=net_ddf,
+        metrics=metrics,
+    )
