@@ -59,6 +59,15 @@ def test_simpleitk_resample_with_the_written_field_reproduces_warped(cli, weight
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["folding_percent"] >= 0 and metrics["sdlogj"] > 0 and metrics["seconds"] > 0
 
+    # affine.txt is the affine stage alone, read by SimpleITK: it maps points as metrics.json's RAS matrix does
+    matrix = np.array(metrics["affine"]["matrix"])
+    assert metrics["affine"]["mode"] == "affine" and not np.allclose(matrix, np.eye(4), atol=1e-3)
+    affine_itk = sitk.ReadTransform(str(out / "affine.txt"))
+    flip = np.array([-1.0, -1.0, 1.0])
+    points = np.random.default_rng(0).uniform(-60, 60, (20, 3))
+    mapped = np.array([affine_itk.TransformPoint(tuple(p * flip)) for p in points]) * flip
+    np.testing.assert_allclose(mapped, points @ matrix[:3, :3].T + matrix[:3, 3], atol=1e-6)
+
 
 @pytest.mark.slow
 def test_2d_slices_use_the_2d_model_and_keep_label_dtype(cli, weights_2d, tmp_path):
@@ -92,7 +101,9 @@ def test_2d_slices_use_the_2d_model_and_keep_label_dtype(cli, weights_2d, tmp_pa
         "warped_labels.nii.gz",
     ]
     warped_labels = nib.load(out / "warped_labels.nii.gz")
-    assert warped_labels.shape == (96, 112, 1) and warped_labels.get_data_dtype() == nib.load(labels[0]).get_data_dtype()
+    assert (
+        warped_labels.shape == (96, 112, 1) and warped_labels.get_data_dtype() == nib.load(labels[0]).get_data_dtype()
+    )
     assert set(np.unique(np.asarray(warped_labels.dataobj))) <= {0, 1, 2, 3}
     np.testing.assert_allclose(warped_labels.affine, nib.load(fixed).affine)  # the slice keeps its z position
     assert nib.load(out / "ddf.nii.gz").shape == (96, 112, 1, 1, 2)
