@@ -9,8 +9,17 @@ partial output. The message must say what was wrong and what to do, e.g.
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["DataError", "UserError"]
 
 
 class UserError(Exception):
     """A user mistake, reported as one line (what was wrong and what to do) and exit status 2."""
+
+
+class DataError(UserError, ValueError):
+    """Bad input data (missing files, malformed datalists, unreadable images or fields), in one line that names the
+    offending path and says what to do, e.g. ``"label file /d/labelsTr/x.nii.gz does not exist; ..."``.
+
+    A :class:`UserError`, and a :class:`ValueError` so that callers that already catch ``ValueError`` keep working.
+    Also importable as ``monai_vmorph.data.DataError``.
+    """

@@ -1,13 +1,18 @@
-"""Dictionary keys shared by the datalists, pairing, transforms and engines.
+"""The dictionary keys, under their historical ``monai_vmorph.data.keys`` name (defined in :mod:`monai_vmorph.keys`,
+the lowest layer, so that losses and transforms use them without importing :mod:`monai_vmorph.data`)."""
 
-A *subject* (one scan) is ``{IMAGE: path, LABEL: path (optional), NAME: str}``.
-A *pair* is ``{MOVING_IMAGE, FIXED_IMAGE, MOVING_LABEL (optional), FIXED_LABEL (optional), MOVING_NAME, FIXED_NAME}``
-holding absolute path strings before loading and ``(C, *S)`` tensors after the transforms.
-``DDF_TRUE`` is the ground-truth field of synthetic pairs, ``(ndim, *S)`` in voxel units, with
-``fixed(x) = moving(x + ddf_true(x))``.
-"""
-
-from __future__ import annotations
+from monai_vmorph.keys import (
+    DDF_TRUE,
+    FIXED_IMAGE,
+    FIXED_LABEL,
+    FIXED_NAME,
+    IMAGE,
+    LABEL,
+    MOVING_IMAGE,
+    MOVING_LABEL,
+    MOVING_NAME,
+    NAME,
+)
 
 __all__ = [
     "DDF_TRUE",
@@ -21,14 +26,3 @@ __all__ = [
     "MOVING_NAME",
     "NAME",
 ]
-
-IMAGE = "image"
-LABEL = "label"
-NAME = "name"
-MOVING_IMAGE = "moving_image"
-FIXED_IMAGE = "fixed_image"
-MOVING_LABEL = "moving_label"
-FIXED_LABEL = "fixed_label"
-MOVING_NAME = "moving_name"
-FIXED_NAME = "fixed_name"
-DDF_TRUE = "ddf_true"

@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from monai_vmorph.data.errors import DataError
+from monai_vmorph.errors import DataError
 
 from .atomic import atomic_write
 from .spaces import affine_2d

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 from monai_vmorph.losses.dice import one_hot_labels, soft_dice_loss
 from monai_vmorph.losses.regularisation import gradient_loss
 from monai_vmorph.losses.similarity import local_ncc, mse

@@ -11,7 +11,7 @@ import math
 
 from monai.transforms import Compose, RandAffined
 
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 from monai_vmorph.transforms.synthetic import RandSmoothDeformd
 
 __all__ = ["pair_augmentation"]

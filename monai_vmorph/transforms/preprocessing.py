@@ -33,7 +33,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 
 __all__ = ["INTENSITY_PERCENTILES", "EnsureSpatialDimsd", "registration_preprocessing"]
 

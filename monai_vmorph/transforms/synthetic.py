@@ -23,7 +23,7 @@ from monai.data import MetaTensor
 from monai.networks.layers import GaussianFilter
 from monai.transforms import MapTransform, Randomizable
 
-from monai_vmorph.data.keys import (
+from monai_vmorph.keys import (
     DDF_TRUE,
     FIXED_IMAGE,
     FIXED_LABEL,
