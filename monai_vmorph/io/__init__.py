@@ -6,7 +6,7 @@ transforms; everything else works in network voxels (:mod:`monai_vmorph.networks
 
 from .itk_fields import affine_to_itk, itk_to_affine, read_itk_displacement, write_itk_displacement
 from .itk_transforms import read_itk_affine, write_itk_affine
-from .nifti import nifti_integer_array
+from .nifti import PLACEMENT_TOLERANCE_MM, HeaderRuleNibabelReader, nifti_integer_array, nifti_placement
 from .spaces import (
     MAX_LABELS,
     affine_2d,
@@ -19,12 +19,15 @@ from .spaces import (
 
 __all__ = [
     "MAX_LABELS",
+    "PLACEMENT_TOLERANCE_MM",
+    "HeaderRuleNibabelReader",
     "affine_2d",
     "affine_to_itk",
     "itk_to_affine",
     "native_displacement",
     "network_grid",
     "nifti_integer_array",
+    "nifti_placement",
     "read_itk_affine",
     "read_itk_displacement",
     "resample",

@@ -12,7 +12,7 @@ from monai_vmorph.pipeline.affine import AFFINE_MODES, AffineResult, affine_regi
 from monai_vmorph.pipeline.model import BundleModel, bundles_root, default_bundle, load_bundle_model
 from monai_vmorph.pipeline.outputs import OutputSet, nifti_like
 from monai_vmorph.pipeline.register import PairResult, dice_per_label, normalise_intensity, register_pair
-from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, file_placement, read_scan
+from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, read_scan
 
 __all__ = [
     "AFFINE_MODES",
@@ -26,7 +26,6 @@ __all__ = [
     "check_same_dims",
     "default_bundle",
     "dice_per_label",
-    "file_placement",
     "load_bundle_model",
     "nifti_like",
     "normalise_intensity",

@@ -3,13 +3,9 @@
 Every scan a user hands us (command line, bundle inference, benchmarks) is read by :func:`read_scan` into a
 :class:`NativeScan`, which keeps the voxels on their own grid with the affine that places them in the world.
 
-**Header rule (qform vs sform).** A NIfTI file carries two placements. nibabel's ``img.affine`` prefers the sform;
-ITK — and with it SimpleITK, ANTs and 3D Slicer — prefers the qform whenever its code is non-zero. Our outputs are
-meant to be used with those tools, so we follow **ITK's rule**: the qform when ``qform_code > 0``, else the sform
-when ``sform_code > 0``, else nibabel's fallback (voxel sizes only). When both codes are set and the two placements
-differ by more than :data:`PLACEMENT_TOLERANCE_MM` anywhere in the field of view, a :class:`UserWarning` names the
-file, both placements and the one used. Outputs (:mod:`monai_vmorph.pipeline.outputs`) are written with identical
-qform and sform (the fixed file's codes kept), so every tool places them in the same place.
+**Header rule (qform vs sform):** ITK's, :func:`monai_vmorph.io.nifti_placement` (a warning names the file when the
+two disagree). Outputs (:mod:`monai_vmorph.pipeline.outputs`) are written with identical qform and sform (the fixed
+file's codes kept), so nibabel, SimpleITK, ANTs and Slicer place them in the same place.
 
 **2D rule.** A file is 2D when its shape, after dropping trailing singleton axes beyond the third, is ``(X, Y)`` or
 ``(X, Y, 1)``; its ``4x4`` affine is reduced to the ``3x3`` affine of the (R, A) plane
@@ -21,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +25,9 @@ import nibabel as nib
 import numpy as np
 
 from monai_vmorph.errors import UserError
-from monai_vmorph.io import MAX_LABELS, affine_2d
+from monai_vmorph.io import MAX_LABELS, affine_2d, nifti_placement
 
-__all__ = ["PLACEMENT_TOLERANCE_MM", "NativeScan", "check_same_dims", "file_placement", "read_scan"]
-
-#: Two placements closer than this (mm, at every corner of the field of view) are the same placement.
-PLACEMENT_TOLERANCE_MM = 1e-3
+__all__ = ["NativeScan", "check_same_dims", "read_scan"]
 
 
 @dataclass
@@ -82,36 +74,6 @@ def _lift_2d(affine: np.ndarray) -> np.ndarray:
     out[:2, :2] = affine[:2, :2]
     out[:2, 3] = affine[:2, 2]
     return out
-
-
-def _corners(shape: tuple[int, ...]) -> np.ndarray:
-    """The ``2**3`` corner voxels of a 3D grid, homogeneous ``(4, 8)``."""
-    grid = np.stack(np.meshgrid(*[[0, max(s - 1, 0)] for s in shape], indexing="ij"), 0).reshape(3, -1)
-    return np.vstack([grid, np.ones((1, grid.shape[1]))])
-
-
-def file_placement(image: nib.Nifti1Image, path: Path | str, shape3: tuple[int, ...]) -> np.ndarray:
-    """The ``4x4`` affine of ``image`` by the header rule (ITK's: qform first); warns when qform and sform differ."""
-    header = image.header
-    qform, qcode = header.get_qform(coded=True)
-    sform, scode = header.get_sform(coded=True)
-    if qcode and qform is not None:
-        chosen = np.asarray(qform, dtype=np.float64)
-        if scode and sform is not None:
-            corners = _corners(shape3)
-            gap = float(np.abs((np.asarray(sform) - chosen) @ corners).max())
-            if gap > PLACEMENT_TOLERANCE_MM:
-                warnings.warn(
-                    f"{path}: qform (code {int(qcode)}) and sform (code {int(scode)}) place the image up to "
-                    f"{gap:.2f} mm apart; using the qform as ITK, SimpleITK, ANTs and 3D Slicer do "
-                    f"(qform {np.round(chosen, 3).tolist()}, sform {np.round(np.asarray(sform), 3).tolist()})",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        return chosen
-    if scode and sform is not None:
-        return np.asarray(sform, dtype=np.float64)
-    return np.asarray(image.affine, dtype=np.float64)
 
 
 def _spatial_shape(shape: tuple[int, ...], role: str, path: Path) -> tuple[int, ...]:
@@ -180,7 +142,7 @@ def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_int
         if not np.isfinite(array).all():
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise UserError(f"{role} {p} has {bad} NaN/inf voxels; fix or mask the image first")
-    file_affine = file_placement(image, p, tuple(shape) + (1,) * (3 - len(shape)))
+    file_affine = nifti_placement(image, p)
     if not np.all(np.isfinite(file_affine)) or abs(np.linalg.det(file_affine[:3, :3])) < 1e-9:
         raise UserError(
             f"{role} {p} has a singular or non-finite affine {np.round(file_affine, 4).tolist()}; "

@@ -33,6 +33,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from monai_vmorph.io import HeaderRuleNibabelReader
 from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 
 __all__ = ["INTENSITY_PERCENTILES", "EnsureSpatialDimsd", "registration_preprocessing"]
@@ -131,7 +132,15 @@ def registration_preprocessing(
     modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(label_keys)
     chain: list = []
     if load:
-        chain.append(LoadImaged(keys, ensure_channel_first=True, image_only=True, allow_missing_keys=True))
+        chain.append(
+            LoadImaged(
+                keys,
+                reader=HeaderRuleNibabelReader(),
+                ensure_channel_first=True,
+                image_only=True,
+                allow_missing_keys=True,
+            )
+        )
     chain += [
         EnsureSpatialDimsd(keys, spatial_dims, allow_missing_keys=True),
         Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=_RAS_LABELS, allow_missing_keys=True),

@@ -140,3 +140,16 @@ def test_in_memory_scans_are_their_own_grid():
     scan = NativeScan.from_array(np.zeros((4, 5)), np.diag([2.0, 3.0, 1.0]))
     assert scan.ndim == 2 and scan.file_affine.shape == (4, 4) and scan.name == "<array>"
     np.testing.assert_allclose(scan.file_affine[:2, :2], np.diag([2.0, 3.0]))
+
+
+def test_monai_loading_follows_the_same_header_rule(tmp_path):
+    from monai.transforms import LoadImage
+
+    from monai_vmorph.io import HeaderRuleNibabelReader
+
+    path = tmp_path / "qs.nii.gz"
+    qform, sform = _disagreeing(path)
+    with pytest.warns(UserWarning, match="using the qform"):
+        image = LoadImage(reader=HeaderRuleNibabelReader(), image_only=True)(str(path))
+    np.testing.assert_allclose(np.asarray(image.affine), qform, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(LoadImage(image_only=True)(str(path)).affine), sform, atol=1e-5)  # MONAI's
