@@ -26,6 +26,7 @@ from monai_vmorph.io import native_displacement, warp_physical, write_itk_displa
 from monai_vmorph.io.atomic import temporary_sibling
 from monai_vmorph.pipeline.outputs import nifti_like
 from monai_vmorph.pipeline.scan import NativeScan, read_scan
+from monai_vmorph.pipeline.transforms import AFFINE_META_KEY
 
 __all__ = ["RegistrationWriter"]
 
@@ -42,6 +43,15 @@ def _source_file(batch: MetaTensor, i: int) -> str | None:
     names = batch.meta.get("filename_or_obj")
     name = names[i] if isinstance(names, (list, tuple)) else names
     return name if isinstance(name, str) and name else None
+
+
+def _pre_alignment(batch: MetaTensor, i: int, ndim: int) -> np.ndarray:
+    """Item ``i``'s affine-stage matrix (:class:`monai_vmorph.pipeline.AffineAlignd`), the identity without one."""
+    matrix = batch.meta.get(AFFINE_META_KEY)
+    if matrix is None:
+        return np.eye(ndim + 1)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return matrix[i] if matrix.ndim == 3 else matrix
 
 
 def _load_native(batch: MetaTensor, i: int, ndim: int, role: str, labels: bool = False) -> NativeScan:
@@ -128,7 +138,7 @@ class RegistrationWriter:
                 _batch_affine(fixed, i, ndim),
                 shape,
                 native_fixed.affine,
-                moving_net_affine=_batch_affine(moving, i, ndim),
+                moving_net_affine=_pre_alignment(moving, i, ndim) @ _batch_affine(moving, i, ndim),
             )
             args = (shape, native_fixed.affine, displacement)
             warped = warp_physical(native_moving.array.astype(np.float32), native_moving.affine, *args, mode="linear")

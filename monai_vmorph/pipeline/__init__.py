@@ -13,9 +13,12 @@ from monai_vmorph.pipeline.model import BundleModel, bundles_root, default_bundl
 from monai_vmorph.pipeline.outputs import OutputSet, nifti_like
 from monai_vmorph.pipeline.register import PairResult, dice_per_label, normalise_intensity, register_pair
 from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, read_scan
+from monai_vmorph.pipeline.transforms import AFFINE_META_KEY, AffineAlignd
 
 __all__ = [
+    "AFFINE_META_KEY",
     "AFFINE_MODES",
+    "AffineAlignd",
     "AffineResult",
     "BundleModel",
     "NativeScan",

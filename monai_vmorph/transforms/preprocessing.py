@@ -16,7 +16,7 @@ position before and after the chain is the same point (checked in ``tests/transf
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
@@ -105,6 +105,7 @@ def registration_preprocessing(
     divisor: int = 16,
     percentiles: tuple[float, float] = INTENSITY_PERCENTILES,
     load: bool = True,
+    alignment: Callable | None = None,
 ) -> Compose:
     """The standard preprocessing chain for registration pairs (see the module docstring).
 
@@ -118,6 +119,8 @@ def registration_preprocessing(
         divisor: with ``spatial_size=None``, pad so each axis is divisible by this.
         percentiles: lower/upper intensity percentiles mapped to 0 and 1 (values clipped).
         load: start with ``LoadImaged`` (``False`` when the data already holds tensors / MetaTensors).
+        alignment: a dictionary transform run on the pair's native images (after loading, before reorientation and
+            resampling), e.g. :class:`monai_vmorph.pipeline.AffineAlignd` for affine pre-alignment in inference.
 
     Returns:
         A MONAI ``Compose``; its output tensors are float32 ``(C, *S)`` MetaTensors with correct affines.
@@ -141,10 +144,10 @@ def registration_preprocessing(
                 allow_missing_keys=True,
             )
         )
-    chain += [
-        EnsureSpatialDimsd(keys, spatial_dims, allow_missing_keys=True),
-        Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=_RAS_LABELS, allow_missing_keys=True),
-    ]
+    chain.append(EnsureSpatialDimsd(keys, spatial_dims, allow_missing_keys=True))
+    if alignment is not None:
+        chain.append(alignment)
+    chain.append(Orientationd(keys, axcodes="RAS"[:spatial_dims], labels=_RAS_LABELS, allow_missing_keys=True))
     if pixdim is not None:
         chain.append(Spacingd(keys, pixdim=pixdim, mode=modes, padding_mode="zeros", allow_missing_keys=True))
     chain.append(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from io_helpers import continuous_index, oblique_affine, sitk_array, world_points
+from io_helpers import continuous_index, oblique_affine, rotation, sitk_array, world_points
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.utils import CommonKeys
 
@@ -19,6 +19,7 @@ from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING
 from monai_vmorph.engines import RegistrationWriter
 from monai_vmorph.engines import writer as writer_module
 from monai_vmorph.networks import RegistrationResult
+from monai_vmorph.pipeline import AFFINE_META_KEY
 from monai_vmorph.transforms import registration_preprocessing
 
 NET = 16  # network grid: 16 voxels of 2 mm per axis
@@ -182,3 +183,23 @@ def test_a_failure_while_writing_a_pair_leaves_none_of_its_files(tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         RegistrationWriter(tmp_path / "out")(batch)
     assert list((tmp_path / "out").iterdir()) == []  # neither the warped images nor any temporary file
+
+
+@pytest.mark.parametrize("ndim", [3, 2])
+def test_an_affine_stage_matrix_in_the_batch_is_composed_into_the_field(tmp_path, ndim):
+    """AffineAlignd records A (fixed world -> moving world); the written transform is T(p) = A M (q + u(q))."""
+    batch, (fixed_shape, fixed_affine), _ = _batch(tmp_path, ndim)
+    matrix = np.eye(ndim + 1)
+    matrix[:ndim, :ndim] = rotation(ndim, (0.2, -0.1, 0.05)[: 1 if ndim == 2 else 3]) * 1.05
+    matrix[:ndim, ndim] = (4.0, -6.0, 3.0)[:ndim]
+    batch[MOVING_IMAGE].meta[AFFINE_META_KEY] = torch.as_tensor(matrix)[None]  # collated: (B, n + 1, n + 1)
+    RegistrationWriter(tmp_path / "out")(batch)
+    net_fixed, net_moving = _affine(batch[FIXED_IMAGE], ndim), _affine(batch[MOVING_IMAGE], ndim)
+    p = world_points(fixed_shape, fixed_affine)
+    q = continuous_index(p, net_fixed)
+    seen = np.all((q >= -0.5) & (q < NET - 0.5), axis=-1)
+    moved = q + SHIFT[:ndim] * seen[..., None]
+    target = moved @ net_moving[:ndim, :ndim].T + net_moving[:ndim, ndim]
+    target = target @ matrix[:ndim, :ndim].T + matrix[:ndim, ndim]  # the affine stage, applied last
+    lps = np.asarray(nib.load(tmp_path / "out" / "m_to_f_ddf.nii.gz").dataobj).reshape(*fixed_shape, ndim)
+    np.testing.assert_allclose(lps * np.array([-1.0, -1.0, 1.0][:ndim]), target - p, atol=1e-4)
