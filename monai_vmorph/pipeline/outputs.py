@@ -25,12 +25,13 @@ def nifti_like(array: np.ndarray, like: NativeScan) -> nib.Nifti1Image:
     The header rule of :mod:`monai_vmorph.pipeline.scan`: qform and sform are both set to ``like.file_affine``
     (the placement we read), keeping ``like``'s codes (a code of 0 takes the other one's, or 1), so nibabel,
     SimpleITK, ANTs and Slicer place the output in the same place. 64-bit integers are stored in a 32-bit type
-    that holds them (:func:`monai_vmorph.io.nifti_integer_array`). A 2D scan's ``(X, Y)`` array is stored as
-    ``(X, Y, 1)``.
+    that holds them (:func:`monai_vmorph.io.nifti_integer_array`). A 2D scan's array keeps the form of its file
+    (``(X, Y, 1)`` or ``(X, Y)``; ``(X, Y, 1)`` for a scan built in memory).
     """
     array = nifti_integer_array(np.asarray(array))
     if like.ndim == 2:
-        array = array.reshape((*array.shape[:2], 1, *array.shape[2:]))
+        form = like.file_shape if like.file_shape is not None else (*array.shape[:2], 1)
+        array = array.reshape((*form, *array.shape[2:]))
     affine = np.asarray(like.file_affine, dtype=np.float64)
     qcode = like.qform_code or like.sform_code or 1
     scode = like.sform_code or qcode

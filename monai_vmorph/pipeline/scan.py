@@ -42,6 +42,8 @@ class NativeScan:
         file_affine: the ``4x4`` affine that outputs on this grid are written with (a 2D slice keeps its position).
         qform_code: the file's qform code (``1`` for an image built in memory), kept on outputs.
         sform_code: the file's sform code, kept on outputs.
+        file_shape: the file's spatial shape (``(X, Y)`` or ``(X, Y, 1)`` for a 2D slice); outputs on this grid keep
+            it. ``None`` (in memory): 2D outputs are ``(X, Y, 1)``.
     """
 
     path: Path | None
@@ -50,6 +52,7 @@ class NativeScan:
     file_affine: np.ndarray
     qform_code: int = 1
     sform_code: int = 1
+    file_shape: tuple[int, ...] | None = None
 
     @property
     def ndim(self) -> int:
@@ -159,6 +162,7 @@ def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_int
         file_affine=file_affine,
         qform_code=int(header["qform_code"]),
         sform_code=int(header["sform_code"]),
+        file_shape=tuple(int(n) for n in data.shape[: max(array.ndim, min(3, data.ndim))]),
     )
 
 

@@ -72,7 +72,12 @@ class AffineAlignd(MapTransform):
                 values = resample(
                     image.as_tensor().float(), aligned_moving_affine(matrix, own), fixed.shape[1:], fixed_affine, interp
                 )
-                image = MetaTensor(values.to(image.dtype), affine=fixed.affine.clone(), meta=dict(image.meta))
+                # on the fixed grid now: the fixed image's geometry metadata, the moving file's name (the writer
+                # re-reads the native moving scan from it)
+                name = image.meta.get("filename_or_obj")
+                image = MetaTensor(values.to(image.dtype))
+                image.copy_meta_from(fixed, copy_attr=True)  # affine, spatial rank, shape metadata
+                image.meta["filename_or_obj"] = name
             image.meta[AFFINE_META_KEY] = torch.as_tensor(matrix)
             d[key] = image
         return d
