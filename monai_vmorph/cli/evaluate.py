@@ -18,7 +18,7 @@ from monai_vmorph.cli.outputs import OutputSet
 from monai_vmorph.cli.pipeline import register_scans
 from monai_vmorph.data.datalists import csv_pairs
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
-from monai_vmorph.data.learn2reg import learn2reg_datalist
+from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
 
 __all__ = ["read_pairs", "run_evaluate", "summarise"]
 
@@ -31,10 +31,9 @@ def read_pairs(path: str, split: str = "registration_val") -> list[dict]:
     if p.suffix.lower() == ".csv":
         pairs = csv_pairs(p)
     else:
-        datalist = learn2reg_datalist(p)
-        if split not in datalist:
-            raise CLIError(f"--split {split!r} is not in {p}; use one of {sorted(datalist)}")
-        pairs = datalist[split]
+        if split not in LEARN2REG_PAIR_SPLITS:
+            raise CLIError(f"--split {split!r} is not a Learn2Reg pair list; use one of {list(LEARN2REG_PAIR_SPLITS)}")
+        pairs = learn2reg_datalist(p, splits=(split,))[split]  # only this split's files need to be there
     if not pairs:
         raise CLIError(f"{p} lists no pairs{f' in {split!r}' if p.suffix.lower() != '.csv' else ''}; nothing to do")
     return pairs
@@ -106,8 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         outputs.write_text("metrics.csv", buffer.getvalue())
         outputs.write_json("summary.json", summary)
         outputs.commit()
-    if not args.quiet:
-        for key in ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds"):
-            if key in summary:
-                print(f"{key}: {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}")
-        print(f"{len(rows)} pairs -> {Path(args.out_dir) / 'metrics.csv'}")
+    for key in ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds"):
+        if key in summary:
+            print(f"{key}: {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}")
+    print(f"{len(rows)} pairs -> {Path(args.out_dir) / 'metrics.csv'}")
