@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +46,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        default = action.default
+        if "%(default)" in text or default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        if not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -86,7 +90,7 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, quiet: str = "p
             type=_non_negative_int,
             default=0,
             metavar="N",
-            help="Adam steps of instance optimisation on the pair's own loss after the network (0: network only)",
+            help="Adam steps of instance optimisation on the pair's own loss after the network",
         )
         parser.add_argument(
             "--refine-lr", type=_positive_float, default=0.05, metavar="LR", help="--refine step size in voxels"
@@ -97,7 +101,7 @@ def _command(commands, name: str, summary: str, description: str, example: str) 
     return commands.add_parser(
         name,
         help=summary,
-        description=description,
+        description=textwrap.fill(description, 78),
         epilog=f"example:\n  {example}",
         formatter_class=_Formatter,
     )

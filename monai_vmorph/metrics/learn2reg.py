@@ -5,10 +5,11 @@ displacement in voxels of the moving image's index space, so fixed voxel ``x`` t
 ``x + disp[x]``. Its evaluation script (``evaluation/evaluation.py`` and ``utils.py`` of the MDL-UzL/L2R repository)
 defines, and this module reproduces:
 
-* **Label warping**: nearest neighbour, ``scipy.ndimage.map_coordinates(moving, x + disp, order=0)`` (zero
-  outside the moving grid). This package's own :func:`~monai_vmorph.metrics.label_dice` is usually applied to
-  labels warped by a per-label vote (:func:`monai_vmorph.io.warp_physical` ``"label"``), which gives slightly
-  different numbers.
+* **Label warping**: nearest neighbour, ``scipy.ndimage.map_coordinates(moving, x + disp, order=0)``: the
+  label at ``round(x + disp)`` (halves up) where ``x + disp`` lies in ``[0, n - 1]`` on every axis, else 0 (no
+  half-voxel border, unlike :mod:`monai_vmorph.io.spaces`'s ITK rule). This package's own
+  :func:`~monai_vmorph.metrics.label_dice` is usually applied to labels warped by a per-label vote
+  (:func:`monai_vmorph.io.warp_physical` ``"label"``), which gives slightly different numbers.
 * **Dice** per label: ``2 |F ∩ W| / (|F| + |W|)``; NaN when the label is absent from the fixed or the moving map;
   the mean ignores NaNs.
 * **HD95** per label: the robust Hausdorff distance of DeepMind's ``surface-distance`` package, which Learn2Reg
@@ -60,7 +61,7 @@ def _check_disp(disp: np.ndarray) -> np.ndarray:
 
 
 def learn2reg_warp_labels(moving_labels: np.ndarray, disp: np.ndarray) -> np.ndarray:
-    """Warp a label map as Learn2Reg does: nearest neighbour at ``x + disp[x]``, zero outside the moving grid.
+    """Warp a label map as Learn2Reg does: nearest neighbour at ``x + disp[x]``, zero outside ``[0, n - 1]``.
 
     Args:
         moving_labels: the moving label map ``S_moving`` (2 or 3 axes).
