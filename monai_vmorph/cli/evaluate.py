@@ -15,7 +15,7 @@ from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.data.datalists import csv_pairs
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
-from monai_vmorph.data.learn2reg import learn2reg_datalist
+from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
 from monai_vmorph.pipeline import OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
 
 __all__ = ["read_pairs", "run_evaluate", "summarise"]
@@ -29,10 +29,9 @@ def read_pairs(path: str, split: str = "registration_val") -> list[dict]:
     if p.suffix.lower() == ".csv":
         pairs = csv_pairs(p)
     else:
-        datalist = learn2reg_datalist(p)
-        if split not in datalist:
-            raise CLIError(f"--split {split!r} is not in {p}; use one of {sorted(datalist)}")
-        pairs = datalist[split]
+        if split not in LEARN2REG_PAIR_SPLITS:
+            raise CLIError(f"--split {split!r} is not a Learn2Reg pair list; use one of {list(LEARN2REG_PAIR_SPLITS)}")
+        pairs = learn2reg_datalist(p, splits=(split,))[split]  # only this split's files need to be there
     if not pairs:
         raise CLIError(f"{p} lists no pairs{f' in {split!r}' if p.suffix.lower() != '.csv' else ''}; nothing to do")
     return pairs
@@ -77,7 +76,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
             moving_labels = fixed_labels = None
         check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
         result = register_pair(
-            fixed, moving, bundle, args.affine, args.refine, args.refine_lr, moving_labels, fixed_labels
+            fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, affine=args.affine
         )
         row = {
             "moving": pair.get(MOVING_NAME, moving.path.name),
@@ -112,8 +111,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         outputs.write_text("metrics.csv", buffer.getvalue())
         outputs.write_json("summary.json", summary)
         outputs.commit()
-    if not args.quiet:
-        for key in ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds"):
-            if key in summary:
-                print(f"{key}: {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}")
-        print(f"{len(rows)} pairs -> {Path(args.out_dir) / 'metrics.csv'}")
+    for key in ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds"):
+        if key in summary:
+            print(f"{key}: {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}")
+    print(f"{len(rows)} pairs -> {Path(args.out_dir) / 'metrics.csv'}")

@@ -10,13 +10,19 @@ __all__ = ["parse_device"]
 
 
 def parse_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N`` as a device; :class:`CLIError` for anything else or a missing GPU."""
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a device.
+
+    Raises:
+        CLIError: anything else, or a CUDA device this machine does not have.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise CLIError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+        raise CLIError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise CLIError(f"--device {name!r} is not supported; use cpu, cuda or cuda:N")
+        raise CLIError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise CLIError("--device cuda: CUDA is not available on this machine; use --device cpu")

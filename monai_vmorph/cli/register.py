@@ -59,7 +59,7 @@ def run_register(args: argparse.Namespace) -> None:
 
     callback, bar = refine_progress(args.refine, args.quiet)
     result = register_pair(
-        fixed, moving, bundle, args.affine, args.refine, args.refine_lr, moving_labels, fixed_labels, callback
+        fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, callback, affine=args.affine
     )
     if bar is not None:
         bar.close()

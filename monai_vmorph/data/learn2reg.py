@@ -6,6 +6,12 @@ Layout (paths in the JSON are relative to the folder holding it)::
     <dataset>/imagesTr/<case>_0000.nii.gz
     <dataset>/labelsTr/<case>_0000.nii.gz     (or masksTr/)
 
+This is the layout of Learn2Reg's downloads (e.g. ``OASIS/OASIS_dataset.json`` with
+``./imagesTr/OASIS_0001_0000.nii.gz``; training entries may also carry ``mask`` and ``landmarks`` keys, and other
+top-level keys such as ``tensorImageShape`` are ignored). A download holds only the files of its phase: the
+``registration_test`` list of a validation-phase JSON names test images that are not there yet, so readers ask
+for the split they use (``splits``) and the others are not checked.
+
 Every path must resolve inside the dataset folder: ``../``, absolute paths elsewhere and symlinks leading out
 are rejected, so a downloaded JSON cannot make the loaders read arbitrary files.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,8 @@ def find_learn2reg_json(dataset_dir_or_json: str | os.PathLike) -> Path:
         return path
     if not path.is_dir():
         raise DataError(f"Learn2Reg dataset {path} does not exist; pass the dataset folder or its *_dataset.json.")
-    found = sorted(p for p in path.glob("*_dataset.json") if p.is_file())
+    # "._X_dataset.json": the AppleDouble companions that archives made on macOS leave next to the real file
+    found = sorted(p for p in path.glob("*_dataset.json") if p.is_file() and not p.name.startswith("._"))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
         raise DataError(
@@ -48,7 +55,9 @@ def find_learn2reg_json(dataset_dir_or_json: str | os.PathLike) -> Path:
     return found[0]
 
 
-def learn2reg_datalist(dataset_dir_or_json: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
+def learn2reg_datalist(
+    dataset_dir_or_json: str | os.PathLike, splits: Sequence[str] = LEARN2REG_PAIR_SPLITS
+) -> dict[str, list[dict[str, str]]]:
     """Subjects and evaluation pairs of a Learn2Reg dataset.
 
     Labels of the pair images are taken from the matching ``training`` entries or, failing that, from the file
@@ -57,9 +66,11 @@ def learn2reg_datalist(dataset_dir_or_json: str | os.PathLike) -> dict[str, list
 
     Args:
         dataset_dir_or_json: the dataset folder (holding exactly one ``*_dataset.json``) or the JSON file.
+        splits: the pair list(s) to read, of :data:`LEARN2REG_PAIR_SPLITS` (default both); only their files are
+            checked.
 
     Returns:
-        ``{"training": [subjects], "registration_val": [pairs], "registration_test": [pairs]}``; subjects are
+        ``{"training": [subjects], <split>: [pairs] for each of splits}``; subjects are
         ``{"image", "label" (when found), "name"}``, pairs ``{"moving_image", "fixed_image", "moving_label",
         "fixed_label" (when found), "moving_name", "fixed_name"}``; names are file names without extension.
         A split absent from the JSON gives an empty list.
@@ -69,6 +80,10 @@ def learn2reg_datalist(dataset_dir_or_json: str | os.PathLike) -> dict[str, list
             leaves the dataset folder or does not exist.
     """
     json_path = find_learn2reg_json(dataset_dir_or_json)
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    for split in splits:
+        if split not in LEARN2REG_PAIR_SPLITS:
+            raise DataError(f"Learn2Reg split {split!r} is not a pair list; use one of {list(LEARN2REG_PAIR_SPLITS)}.")
     try:
         with open(json_path, encoding="utf-8") as f:
             content = json.load(f)
@@ -92,7 +107,7 @@ def learn2reg_datalist(dataset_dir_or_json: str | os.PathLike) -> dict[str, list
         subjects.append(subject)
     labels = {s[IMAGE]: s[LABEL] for s in subjects if LABEL in s}
     out: dict[str, list[dict[str, str]]] = {"training": subjects}
-    for split in LEARN2REG_PAIR_SPLITS:
+    for split in splits:
         pairs = []
         for i, entry in enumerate(_entries(content, split, json_path, required=False)):
             where = f"{split}[{i}]"

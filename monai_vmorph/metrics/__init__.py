@@ -1,12 +1,21 @@
-"""Registration metrics (tensors only): Jacobian regularity of displacement fields and per-label overlap.
+"""Registration metrics: Jacobian regularity of displacement fields and per-label overlap.
 
-Fields follow the package convention (voxel units, channel ``k`` along array axis ``k``); see
-:mod:`monai_vmorph.networks.blocks.warp`.
+Fields follow the package convention (voxel units, channel ``k`` along array axis ``k``, tensors); see
+:mod:`monai_vmorph.networks.blocks.warp`. :mod:`monai_vmorph.metrics.learn2reg` holds the Learn2Reg challenge's
+own definitions on its NumPy field format ``(*S, ndim)``, for numbers that compare with its leaderboards.
 """
 
 from monai_vmorph.metrics.displacement import endpoint_error
 from monai_vmorph.metrics.jacobian import folding_fraction, jacobian_determinant, jacobian_matrix, sdlogj
 from monai_vmorph.metrics.labels import label_dice, label_hd95
+from monai_vmorph.metrics.learn2reg import (
+    learn2reg_dice,
+    learn2reg_hd95,
+    learn2reg_sdlogj,
+    learn2reg_warp_labels,
+    robust_hausdorff,
+    surface_distances,
+)
 
 __all__ = [
     "endpoint_error",
@@ -15,5 +24,11 @@ __all__ = [
     "jacobian_matrix",
     "label_dice",
     "label_hd95",
+    "learn2reg_dice",
+    "learn2reg_hd95",
+    "learn2reg_sdlogj",
+    "learn2reg_warp_labels",
+    "robust_hausdorff",
     "sdlogj",
+    "surface_distances",
 ]

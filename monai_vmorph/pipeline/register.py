@@ -89,12 +89,13 @@ def register_pair(
     fixed: NativeScan,
     moving: NativeScan,
     bundle: BundleModel,
-    affine: str = "affine",
     refine: int = 0,
     refine_lr: float = 0.05,
     moving_labels: NativeScan | None = None,
     fixed_labels: NativeScan | None = None,
     progress: Callable[[int, float], None] | None = None,
+    *,
+    affine: str = "affine",
 ) -> PairResult:
     """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
 
@@ -102,12 +103,12 @@ def register_pair(
         fixed: the scan the result lives on.
         moving: the scan that is warped.
         bundle: the network with its grid settings (:func:`monai_vmorph.pipeline.load_bundle_model`).
-        affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
         refine: instance-optimisation Adam steps on the network grid (0: the network alone).
         refine_lr: their step size (voxels).
         moving_labels: label map on the moving grid, warped to ``warped_labels``.
         fixed_labels: label map on the fixed grid: Dice before, after the affine stage and after, in ``metrics``.
         progress: ``progress(step, loss)`` after each refinement step.
+        affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
 
     Returns:
         :class:`PairResult`; conventions of the steps in this module's docstring.

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 BRAIN_2D = ROOT / "data" / "brain_2d"
@@ -154,4 +155,37 @@ def test_report_draws_a_png(cli, weights_2d, tmp_path):
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (18 * 80, 3 * 80)  # six 3-inch panels in one row at 80 dpi
+    assert (width, height) == (21 * 80, 3 * 80)  # seven 3-inch panels in one row at 80 dpi
+
+
+@pytest.mark.slow
+def test_report_with_labels_draws_contours_dice_colour_bars_and_the_folding_legend(weights_2d):
+    """The figure itself: both differences and the Jacobian have colour bars, the Jacobian panel a legend for the
+    black folds, the label contours are drawn and the titles carry the Dice the registration measured."""
+    import matplotlib.pyplot as plt
+    from monai_vmorph.cli.inputs import load_scan
+    from monai_vmorph.cli.pipeline import register_scans
+
+    from monai_vmorph.cli.model import load_bundle_model
+    from monai_vmorph.cli.report import draw_report, network_labels
+
+    fixed, moving = (load_scan(BRAIN_2D / "imagesTr" / f"{n}_0000.nii.gz", n) for n in ("colin27_z+0", "icbm09a_z+0"))
+    fixed_labels, moving_labels = (
+        load_scan(BRAIN_2D / "labelsTr" / f"{n}_0000.nii.gz", n, labels=True) for n in ("colin27_z+0", "icbm09a_z+0")
+    )
+    bundle = load_bundle_model(2, torch.device("cpu"), weights=weights_2d)
+    result = register_scans(fixed, moving, bundle, moving_labels=moving_labels, fixed_labels=fixed_labels)
+    labels = network_labels(result, fixed, moving_labels, fixed_labels)
+    assert labels["fixed"].shape == result.net_fixed.shape and set(np.unique(labels["warped"])) == {0, 1, 2, 3}
+    fig = draw_report(result, "pair", labels)
+    try:
+        panels, bars = fig.axes[:7], fig.axes[7:]
+        assert [ax.get_label() for ax in bars] == ["<colorbar>"] * 3  # before, after, Jacobian
+        assert panels[1].get_title() == f"moving (Dice {result.metrics['mean_dice_before']:.3f})"
+        assert panels[2].get_title() == f"warped (Dice {result.metrics['mean_dice']:.3f})"
+        assert [t.get_text() for t in panels[6].get_legend().get_texts()] == ["folding (det <= 0)"]
+        # contours: one per label on the fixed panel; fixed (white) and moving/warped ones on the next two
+        contour_sets = [len(ax.collections) for ax in panels[:3]]
+        assert contour_sets == [3, 6, 6]
+    finally:
+        plt.close(fig)

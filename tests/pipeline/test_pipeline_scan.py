@@ -153,3 +153,10 @@ def test_monai_loading_follows_the_same_header_rule(tmp_path):
         image = LoadImage(reader=HeaderRuleNibabelReader(), image_only=True)(str(path))
     np.testing.assert_allclose(np.asarray(image.affine), qform, atol=1e-5)
     np.testing.assert_allclose(np.asarray(LoadImage(image_only=True)(str(path)).affine), sform, atol=1e-5)  # MONAI's
+
+
+def test_the_command_lines_affine_choices_are_the_pipelines_modes():
+    from monai_vmorph.cli.main import AFFINE_CHOICES
+    from monai_vmorph.pipeline import AFFINE_MODES
+
+    assert AFFINE_CHOICES == AFFINE_MODES
