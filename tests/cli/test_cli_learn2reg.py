@@ -90,11 +90,13 @@ def _dataset(root, fixed_name="TOY_0001_0000", moving_name="TOY_0002_0000"):
 def translation_pipeline(monkeypatch):
     """The command with a registration that returns the known translation (and no model to load)."""
 
-    def register(fixed, moving, bundle, refine, refine_lr, moving_labels=None, fixed_labels=None, progress=None):
+    def register(
+        fixed, moving, bundle, refine, refine_lr, moving_labels=None, fixed_labels=None, progress=None, affine="affine"
+    ):
         displacement = np.broadcast_to(TRANSLATION, (*fixed.array.shape, 3)).astype(np.float32)
         return SimpleNamespace(displacement=displacement, metrics={"folding_percent": 0.0, "sdlogj": 0.0})
 
-    monkeypatch.setattr("monai_vmorph.cli.learn2reg.register_scans", register)
+    monkeypatch.setattr("monai_vmorph.cli.learn2reg.register_pair", register)
     monkeypatch.setattr("monai_vmorph.cli.learn2reg.load_bundle_model", lambda *a: SimpleNamespace(weights=Path("w")))
 
 

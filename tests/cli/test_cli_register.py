@@ -101,9 +101,7 @@ def test_2d_slices_use_the_2d_model_and_keep_label_dtype(cli, weights_2d, tmp_pa
         "warped_labels.nii.gz",
     ]
     warped_labels = nib.load(out / "warped_labels.nii.gz")
-    assert (
-        warped_labels.shape == (96, 112, 1) and warped_labels.get_data_dtype() == nib.load(labels[0]).get_data_dtype()
-    )
+    assert warped_labels.shape == (96, 112) and warped_labels.get_data_dtype() == nib.load(labels[0]).get_data_dtype()
     assert set(np.unique(np.asarray(warped_labels.dataobj))) <= {0, 1, 2, 3}
     np.testing.assert_allclose(warped_labels.affine, nib.load(fixed).affine)  # the slice keeps its z position
     assert nib.load(out / "ddf.nii.gz").shape == (96, 112, 1, 1, 2)
