@@ -54,11 +54,11 @@ class TensorBoardResumeMarker:
     """Drop, in TensorBoard, the steps an earlier run logged after the checkpoint this run starts from.
 
     List it in the trainer's handlers *before* the ``ValidationHandler`` and the ``TensorBoardStatsHandler`` (it
-    notes the event files that exist when it is created, i.e. before this run's writers create theirs) and after
-    nothing that matters: it acts on the trainer's ``STARTED``, after the checkpoint handler has restored the
-    iteration ``i`` (``0`` for a fresh run), and writes a restart marker at step ``i + 1`` next to the newest old
-    event file. Logs of the same folder whose steps are iterations and epochs both stay consistent: old validation
-    epochs are ``<= i``. Only rank 0 writes; no old event file, no marker.
+    notes the event files that exist when it is created, i.e. before this run's writers create theirs). It acts when
+    the run's first epoch starts, after the checkpoint handler has restored the iteration ``i`` on ``STARTED``
+    (``0`` for a fresh run), and writes a restart marker at step ``i + 1`` next to the newest old event file. Steps
+    that are iterations and steps that are epochs share the folder safely: old validation epochs are ``<= i``.
+    Only rank 0 writes; no old event file, no marker.
 
     Args:
         log_dir: the folder of the bundle's TensorBoard logs (``output_dir``).
@@ -68,12 +68,24 @@ class TensorBoardResumeMarker:
         self.log_dir = Path(log_dir)
         self.previous = event_files(self.log_dir) if idist.get_rank() == 0 else []
         self.marker: Path | None = None
+        self._armed = False
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
+        # the first EPOCH_STARTED of the run: after every STARTED handler, so after the checkpoint's resume
+        engine.add_event_handler(Events.STARTED, self._arm)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._first_epoch)
+
+    def _arm(self, engine: Engine) -> None:
+        self._armed = True
+
+    def _first_epoch(self, engine: Engine) -> None:
+        if self._armed:
+            self._armed = False
+            self(engine)
 
     def __call__(self, engine: Engine) -> None:
-        if not self.previous or idist.get_rank() != 0:
+        """Write the marker at ``engine.state.iteration + 1`` (once per run)."""
+        if not self.previous or idist.get_rank() != 0 or self.marker is not None:
             return
         newest = self.previous[-1]
         step = int(engine.state.iteration) + 1
