@@ -6,7 +6,7 @@ import shutil
 import warnings
 
 import pytest
-from bundle_helpers import make_tiny_dataset, overrides, workflow
+from bundle_helpers import cli, make_tiny_dataset, overrides, workflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from monai_vmorph.engines import read_history
@@ -85,3 +85,16 @@ def test_training_reports_history_and_tensorboard_across_resume(named_dataset, t
     assert "registered 2 pairs in " in out
     assert f"(2 with labels); wrote 6 files to {infer_out.resolve()} (*_ddf.nii.gz, *_warped.nii.gz, " in out
     assert len(list(infer_out.glob("*.nii.gz"))) == 6
+
+    # the command line's stderr: no HD95 FutureWarning (3 per validation before); MONAI's config notice is printed
+    # by `python -m monai.bundle run` before the config's initialize can filter it
+    done = cli(
+        NAME, "run evaluating", ["common.json", "evaluate.json"], ckpt_path=str(tmp_path / "models" / "model.pt"),
+        **{**common, "output_dir": str(tmp_path / "cli_eval")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "evaluated 2 pairs in " in done.stdout
+    assert "always_return_as_numpy" not in done.stderr and "FutureWarning" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        line for line in done.stderr.splitlines() if line.startswith("parsing config_file ")
+    ]
