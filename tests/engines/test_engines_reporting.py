@@ -13,7 +13,6 @@ from monai.metrics import compute_hausdorff_distance
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from monai_vmorph.data import label_column_names, learn2reg_label_names
 from monai_vmorph.engines import (
     MetricsHistory,
     PairProgressReporter,
@@ -69,17 +68,6 @@ def test_training_reporter_eta_and_resume():
 @pytest.mark.parametrize("seconds, text", [(4.25, "4.2 s"), (42, "42 s"), (185, "3 min 05 s"), (7620, "2 h 07 min")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
-
-
-def test_label_names(tmp_path):
-    (tmp_path / "x_dataset.json").write_text(
-        json.dumps({"labels": {"0": "background", "1": "CSF", "3": "white matter"}})
-    )
-    names = learn2reg_label_names(tmp_path)
-    assert names == {0: "background", 1: "CSF", 3: "white matter"}
-    assert label_column_names([1, 2, 3], names, "dice") == ["dice_CSF", "dice_2", "dice_white_matter"]
-    assert label_column_names([1, 2], {1: "A", 2: "A"}, "dice") == ["dice_A_1", "dice_A_2"]
-    assert learn2reg_label_names(tmp_path / "missing") == {} and learn2reg_label_names(None) == {}
 
 
 def _validation(epoch, dice_details, extra=0.5):
