@@ -20,6 +20,7 @@ from .keys import (
     MOVING_NAME,
     NAME,
 )
+from .label_names import label_column_names, learn2reg_label_names
 from .learn2reg import LEARN2REG_PAIR_SPLITS, find_learn2reg_json, learn2reg_datalist
 from .pairing import PAIR_MODES, RandomPairDataset, atlas_pairs, fixed_pairs, make_pair, scan_to_scan_pairs
 
@@ -45,7 +46,9 @@ __all__ = [
     "find_learn2reg_json",
     "fixed_pairs",
     "folder_datalist",
+    "label_column_names",
     "learn2reg_datalist",
+    "learn2reg_label_names",
     "make_pair",
     "neurite_oasis_datalist",
     "read_spatial_shape",
