@@ -11,6 +11,7 @@ row for 2D). Everything is shown on the network grid (RAS, axis-aligned), where 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import refine_progress
 from monai_vmorph.io import resample
 from monai_vmorph.metrics import jacobian_determinant
-from monai_vmorph.pipeline import (
+from monai_vmorph.pipeline import normalise_intensity, (
     NativeScan,
     OutputSet,
     PairResult,
@@ -30,7 +31,7 @@ from monai_vmorph.pipeline import (
     register_pair,
 )
 
-__all__ = ["draw_report", "network_labels", "render_report", "run_report"]
+__all__ = ["draw_report", "network_labels", "render_report", "run_report", "unaligned_view"]
 
 COLUMNS = (
     "fixed",
@@ -70,6 +71,14 @@ def _contours(ax, labels: np.ndarray, values: list[int], colours, **kwargs) -> N
         mask = labels == value
         if mask.any() and not mask.all():
             ax.contour(mask.T.astype(np.float32), levels=[0.5], colors=[colour], origin="lower", **kwargs)
+
+
+def unaligned_view(result: PairResult, moving: NativeScan) -> PairResult:
+    """``result`` with ``net_moving`` replaced by the moving scan on the network grid *before* any registration (the
+    pipeline's ``net_moving`` is the network's input, after the affine stage), so that the report's "moving" column
+    and "before" difference show the pair as the user gave it."""
+    before = resample(normalise_intensity(moving.array), moving.affine, result.net_fixed.shape, result.net_affine)
+    return replace(result, net_moving=np.asarray(before, dtype=np.float32))
 
 
 def network_labels(
@@ -191,6 +200,7 @@ def run_report(args: argparse.Namespace) -> None:
     result = register_pair(
         fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, callback, affine=args.affine
     )
+    result = unaligned_view(result, moving)
     if bar is not None:
         bar.close()
     labels = None

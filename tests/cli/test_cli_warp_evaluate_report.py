@@ -163,18 +163,17 @@ def test_report_with_labels_draws_contours_dice_colour_bars_and_the_folding_lege
     """The figure itself: both differences and the Jacobian have colour bars, the Jacobian panel a legend for the
     black folds, the label contours are drawn and the titles carry the Dice the registration measured."""
     import matplotlib.pyplot as plt
-    from monai_vmorph.cli.inputs import load_scan
-    from monai_vmorph.cli.pipeline import register_scans
 
-    from monai_vmorph.cli.model import load_bundle_model
-    from monai_vmorph.cli.report import draw_report, network_labels
+    from monai_vmorph.cli.report import draw_report, network_labels, unaligned_view
+    from monai_vmorph.pipeline import load_bundle_model, read_scan, register_pair
 
-    fixed, moving = (load_scan(BRAIN_2D / "imagesTr" / f"{n}_0000.nii.gz", n) for n in ("colin27_z+0", "icbm09a_z+0"))
+    fixed, moving = (read_scan(BRAIN_2D / "imagesTr" / f"{n}_0000.nii.gz", n) for n in ("colin27_z+0", "icbm09a_z+0"))
     fixed_labels, moving_labels = (
-        load_scan(BRAIN_2D / "labelsTr" / f"{n}_0000.nii.gz", n, labels=True) for n in ("colin27_z+0", "icbm09a_z+0")
+        read_scan(BRAIN_2D / "labelsTr" / f"{n}_0000.nii.gz", n, labels=True) for n in ("colin27_z+0", "icbm09a_z+0")
     )
     bundle = load_bundle_model(2, torch.device("cpu"), weights=weights_2d)
-    result = register_scans(fixed, moving, bundle, moving_labels=moving_labels, fixed_labels=fixed_labels)
+    result = register_pair(fixed, moving, bundle, moving_labels=moving_labels, fixed_labels=fixed_labels)
+    result = unaligned_view(result, moving)
     labels = network_labels(result, fixed, moving_labels, fixed_labels)
     assert labels["fixed"].shape == result.net_fixed.shape and set(np.unique(labels["warped"])) == {0, 1, 2, 3}
     fig = draw_report(result, "pair", labels)
