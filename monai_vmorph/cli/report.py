@@ -21,12 +21,13 @@ from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import refine_progress
 from monai_vmorph.io import resample
 from monai_vmorph.metrics import jacobian_determinant
-from monai_vmorph.pipeline import normalise_intensity, (
+from monai_vmorph.pipeline import (
     NativeScan,
     OutputSet,
     PairResult,
     check_same_dims,
     load_bundle_model,
+    normalise_intensity,
     read_scan,
     register_pair,
 )
