@@ -33,10 +33,13 @@ field :func:`affine_displacement` ``M @ p - p``.
 5. Levels: ``"rigid"`` runs the rigid stage on every level; ``"affine"`` runs it on the coarsest level, then frees
    the scales and shears on every level.
 
-**Similarity.** ``"mi"`` (global mutual information, MONAI's Gaussian-Parzen definition, see
-:mod:`monai_vmorph.pipeline.similarity`) is the default: it is as accurate as local NCC on same-contrast pairs
-and it also aligns pairs of different contrasts (T1 vs PD, inverted intensities), where local NCC does not (the
-measurements are in ``BENCHMARKS.md``, section "Affine pre-alignment").
+**Similarity.** ``"mi"`` (global mutual information, MONAI's B-spline Parzen definition, see
+:mod:`monai_vmorph.pipeline.similarity`) is the default. Measured (``BENCHMARKS.md``, "Affine pre-alignment"):
+on the same-contrast Task A pairs MI and local NCC give the same Dice (0.827) in about the same CPU time; on 2D
+known affines across contrasts both stay under 0.5 mm RMS: T1 vs PD MI 0.39-0.49 mm, NCC 0.25-0.32 mm; T1 vs a
+non-monotonic remapping MI 0.09-0.13 mm, NCC 0.28-0.45 mm. MI assumes no relation between the two intensities
+(the usual choice of ANTs, elastix and SimpleITK affine stages) and is point-sampled, so it also runs the 2 mm
+level cheaply; ``"ncc"`` stops at 4 mm (it needs whole grids) and is a good choice for same-modality pairs.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ the fixed image is given once (:meth:`Similarity.prepare`) and each step passes 
 
 * ``"mi"``: global mutual information with Mattes' B-spline Parzen windows, the definition (and value, to float
   rounding) of MONAI's :class:`monai.losses.GlobalMutualInformationLoss` with ``kernel_type="b-spline"``, computed
-  from the non-zero weights only (MONAI's dense ``(N, bins)`` weights cost 30x more per step; its Gaussian kernel
-  likewise). Intensities must lie in ``[0, 1]`` (the affine stage normalises them).
+  from the non-zero weights only (MONAI's dense ``(N, bins)`` weights cost 27x more per step, its Gaussian kernel
+  16x). Intensities must lie in ``[0, 1]`` (the affine stage normalises them).
 * ``"ncc"``: VoxelMorph's local (squared) normalised cross-correlation, :func:`monai_vmorph.losses.local_ncc`, with
   a window of 5 voxels of the working grid (40 mm at 8 mm, 20 mm at 4 mm).
 
@@ -47,7 +47,8 @@ class MutualInformation(Similarity):
     weights, ``p_a``, ``p_b`` its marginals, and ``MI = sum p_ab log((p_ab + e) / (p_a p_b + e) + e)`` with
     ``e = 1e-7`` (MONAI's smoothing terms). Where MONAI builds dense ``(N, bins)`` weight matrices, the joint
     histogram here is accumulated from the 4 non-zero weights per sample (``index_add``), and the fixed bins are
-    computed once per level: a step costs O(N), not O(N bins) (0.64 s -> 0.02 s per step at 48x56x48 on one core).
+    computed once per level: a step costs O(N), not O(N bins) (loss + backward, 48x56x48, 32 bins, one core:
+    MONAI 0.90 s, here 0.033 s).
 
     Args:
         bins: number of histogram bins, padding included.
