@@ -52,10 +52,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from monai_vmorph.errors import UserError
-from monai_vmorph.pipeline.similarity import SIMILARITIES, build_similarity
+from monai_vmorph.pipeline.similarity import SIMILARITIES
+from monai_vmorph.pipeline.working_grids import (
+    WorkingLevel,
+    crop_to_foreground,
+    foreground_moments,
+    intensity_range,
+    working_image,
+)
 
 __all__ = [
     "AFFINE_MODES",
@@ -68,10 +74,6 @@ __all__ = [
 
 AFFINE_MODES = ("affine", "rigid", "none")  # the one list of allowed values (CLI options, configs)
 DEFAULT_SPACINGS_MM = {"mi": (8.0, 4.0, 2.0), "ncc": (8.0, 4.0)}  # working voxel sizes per similarity
-_PERCENTILES = (0.005, 0.995)
-_FOREGROUND = 0.05  # normalised intensity above which a voxel counts for the centre of mass and moments
-_MIN_VOXELS = 4  # a working grid keeps at least this many voxels per axis
-_MAX_POINTS = 16384  # "mi" scores at most this many fixed points per level (a seeded random subset)
 _MARGIN_MM = 16.0  # the fixed working grids keep this much background around the foreground's bounding box
 _CANDIDATE_DEGREES = (15.0, 30.0)
 _KEEP_CANDIDATES = 3
@@ -165,79 +167,6 @@ def _as_affine(affine: object, ndim: int, name: str) -> np.ndarray:
     return a
 
 
-# --------------------------------------------------------------------------------------------------- working grids
-@dataclass
-class _Image:
-    """One image on one working grid: ``array`` ``(1, 1, *S)`` float32 in [0, 1], ``affine`` voxel -> RAS mm."""
-
-    array: torch.Tensor
-    affine: np.ndarray
-
-
-def _percentiles(image: torch.Tensor) -> tuple[float, float]:
-    flat = image.reshape(-1)
-    step = max(1, math.ceil(flat.numel() / 2**20))
-    lo, hi = torch.quantile(flat[::step], torch.tensor(_PERCENTILES, device=image.device)).tolist()
-    if hi <= lo:
-        lo, hi = float(image.min()), float(image.max())
-    return lo, hi
-
-
-def _working_image(image: torch.Tensor, affine: np.ndarray, spacing_mm: float, lo: float, hi: float) -> _Image:
-    """``image`` box-averaged to about ``spacing_mm`` per voxel, normalised with ``lo``/``hi`` to [0, 1]."""
-    ndim = image.dim()
-    voxel = np.linalg.norm(affine[:ndim, :ndim], axis=0)
-    factor = [
-        int(max(1, min(round(spacing_mm / v), max(1, n // _MIN_VOXELS))))
-        for v, n in zip(voxel, image.shape, strict=True)
-    ]
-    x = image[None, None]
-    if any(k > 1 for k in factor):
-        pool = F.avg_pool3d if ndim == 3 else F.avg_pool2d
-        x = pool(x, kernel_size=factor, stride=factor)
-    scale = np.eye(ndim + 1)
-    scale[:ndim, :ndim] = np.diag(factor)
-    scale[:ndim, ndim] = (np.asarray(factor) - 1) / 2  # pooled voxel i = native continuous index k i + (k - 1) / 2
-    x = ((x - lo) / (hi - lo)).clamp(0, 1).contiguous()
-    return _Image(x, affine @ scale)
-
-
-def _crop_to_foreground(img: _Image, margin: int) -> _Image:
-    """``img`` cropped to the bounding box of its foreground (values > 5 %) plus ``margin`` voxels."""
-    ndim = img.array.dim() - 2
-    inside = torch.nonzero(img.array[0, 0] > _FOREGROUND)
-    if len(inside) == 0:
-        return img
-    shape = img.array.shape[2:]
-    low = [max(0, int(v) - margin) for v in inside.min(dim=0).values]
-    high = [min(n, int(v) + margin + 1) for v, n in zip(inside.max(dim=0).values, shape, strict=True)]
-    high = [max(h, min(n, lo + _MIN_VOXELS)) for lo, h, n in zip(low, high, shape, strict=True)]
-    array = img.array[(..., *[slice(lo, h) for lo, h in zip(low, high, strict=True)])].contiguous()
-    shift = np.eye(ndim + 1)
-    shift[:ndim, ndim] = low
-    return _Image(array, img.affine @ shift)
-
-
-def _world_points(img: _Image) -> np.ndarray:
-    ndim = img.array.dim() - 2
-    index = np.stack(np.meshgrid(*[np.arange(s) for s in img.array.shape[2:]], indexing="ij"), axis=-1)
-    return index.reshape(-1, ndim) @ img.affine[:ndim, :ndim].T + img.affine[:ndim, ndim]
-
-
-def _moments(img: _Image, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Centre of mass ``(ndim,)`` and covariance ``(ndim, ndim)`` (mm) of the foreground (values > 5 %)."""
-    values = img.array.reshape(-1).double().cpu().numpy()
-    weights = (values > _FOREGROUND).astype(np.float64)
-    if weights.sum() < 2:  # a few bright voxels: fall back to the intensities themselves
-        weights = values
-    if weights.sum() <= 0:
-        raise UserError(f"{name} has no foreground (no voxel above the background); check the image")
-    points = _world_points(img)
-    centre = weights @ points / weights.sum()
-    centred = points - centre
-    return centre, (centred * weights[:, None]).T @ centred / weights.sum()
-
-
 # --------------------------------------------------------------------------------------------------- transform
 def _rotation(angles: torch.Tensor, ndim: int) -> torch.Tensor:
     zero = angles.new_zeros(())
@@ -283,53 +212,8 @@ class _Transform:
         return torch.cat([torch.cat([linear, offset[:, None]], dim=1), bottom])
 
 
-class _Level:
-    """The fixed and moving images on one working grid, and the loss of world matrices there.
-
-    The loss samples the moving image at the fixed grid's world points mapped by each matrix (``grid_sample``,
-    linear, zeros outside). For ``"mi"``, grids of more than ``_MAX_POINTS`` voxels are scored on a fixed,
-    seeded random subset of them (as ITK's Mattes metric samples); local NCC needs the whole grid.
-    """
-
-    def __init__(self, fixed: _Image, moving: _Image, spacing: float, similarity: str) -> None:
-        self.fixed, self.moving, self.spacing = fixed, moving, spacing
-        self.ndim = n = fixed.array.dim() - 2
-        self.shape = tuple(fixed.array.shape[2:])
-        device = fixed.array.device
-        values = fixed.array.reshape(-1)
-        index = torch.stack(
-            torch.meshgrid(*[torch.arange(k, device=device, dtype=torch.float64) for k in self.shape], indexing="ij"),
-            dim=-1,
-        ).reshape(-1, n)
-        self.subset = similarity == "mi" and len(values) > _MAX_POINTS
-        if self.subset:
-            generator = torch.Generator().manual_seed(0)
-            keep = torch.randperm(len(values), generator=generator)[:_MAX_POINTS].sort().values.to(device)
-            values, index = values[keep], index[keep]
-        affine = torch.as_tensor(fixed.affine, dtype=torch.float64, device=device)
-        self.points = torch.cat([index @ affine[:n, :n].T + affine[:n, n], torch.ones_like(index[:, :1])], dim=1)
-        self.similarity = build_similarity(similarity)
-        self.similarity.prepare(values.reshape(1, 1, -1) if self.subset else fixed.array)
-        # world point -> moving normalised grid_sample coordinates (last array axis first)
-        half = (np.asarray(moving.array.shape[2:], dtype=np.float64) - 1) / 2
-        to_grid = np.eye(n + 1)
-        to_grid[:n] = (np.linalg.inv(moving.affine)[:n] - np.c_[np.zeros((n, n)), half]) / half[:, None]
-        self.to_grid = torch.as_tensor(to_grid[:n][::-1].copy(), dtype=torch.float64)
-
-    def loss(self, matrices: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` losses of the world matrices ``(B, ndim + 1, ndim + 1)`` (float64, differentiable)."""
-        batch = matrices.shape[0]
-        theta = (self.to_grid @ matrices).to(self.moving.array)  # (B, ndim, ndim + 1)
-        grid = self.points.to(theta.dtype) @ theta.transpose(1, 2)  # (B, N, ndim)
-        grid = grid.reshape(batch, -1, *([1] * (self.ndim - 1)), self.ndim)
-        moving = self.moving.array.expand(batch, *self.moving.array.shape[1:])
-        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        warped = warped.reshape(batch, 1, -1) if self.subset else warped.reshape(batch, 1, *self.shape)
-        return self.similarity(warped).double().cpu()
-
-
 def _optimise(
-    level: _Level, transform: _Transform, params: list[torch.Tensor], max_evaluations: int
+    level: WorkingLevel, transform: _Transform, params: list[torch.Tensor], max_evaluations: int
 ) -> tuple[float, int]:
     """L-BFGS with a strong-Wolfe line search on ``params``; stops when the loss changes by less than 1e-6 or after
     ``max_evaluations`` loss evaluations. Returns the final loss and the number of evaluations."""
@@ -475,14 +359,14 @@ def _register(
     ma = _as_affine(moving_affine, ndim, "the moving affine")
     ranges = []
     for name, image in (("the fixed image", f), ("the moving image", m)):
-        lo, hi = _percentiles(image)
+        lo, hi = intensity_range(image)
         if hi <= lo:
             raise UserError(f"{name} is constant (every voxel {lo:g}); give an image with contrast")
         ranges.append((lo, hi))
     levels = []
     for s in spacings:
-        fixed_image = _crop_to_foreground(_working_image(f, fa, s, *ranges[0]), max(2, round(_MARGIN_MM / s)))
-        levels.append(_Level(fixed_image, _working_image(m, ma, s, *ranges[1]), s, similarity))
+        fixed_image = crop_to_foreground(working_image(f, fa, s, *ranges[0]), max(2, round(_MARGIN_MM / s)))
+        levels.append(WorkingLevel(fixed_image, working_image(m, ma, s, *ranges[1]), s, similarity))
     finest, coarse = levels[-1], levels[0]
     identity = torch.eye(ndim + 1, dtype=torch.float64)
     with torch.no_grad():
@@ -490,13 +374,13 @@ def _register(
     if mode == "none":
         return AffineResult(np.eye(ndim + 1), mode, loss_before, loss_before, time.perf_counter() - start, [])
 
-    fixed_centre, fixed_cov = _moments(coarse.fixed, "the fixed image")
-    moving_centre, moving_cov = _moments(coarse.moving, "the moving image")
+    fixed_centre, fixed_cov = foreground_moments(coarse.fixed, "the fixed image")
+    moving_centre, moving_cov = foreground_moments(coarse.moving, "the moving image")
     radius = max(math.sqrt(max(float(np.trace(fixed_cov)), 0.0)), coarse.spacing)
     transform = _Transform(ndim, fixed_centre, moving_centre - fixed_centre, radius)
     records: list[dict] = []
 
-    def record(level: _Level, stage: str, steps: int, loss: float, since: float) -> None:
+    def record(level: WorkingLevel, stage: str, steps: int, loss: float, since: float) -> None:
         entry = {"spacing_mm": level.spacing, "stage": stage, "steps": steps, "loss": loss}
         entry["seconds"] = time.perf_counter() - since
         records.append(entry)
