@@ -235,7 +235,7 @@ def _optimise(
         loss = level.loss(transform.matrix()[None])[0]
         loss.backward()
         evaluations += 1
-        return loss
+        return loss.detach()  # L-BFGS reads the value only (the gradients are in params)
 
     optimiser.step(closure)
     with torch.no_grad():
@@ -294,7 +294,7 @@ def affine_register(
         moving_affine: its ``(ndim + 1, ndim + 1)`` voxel -> RAS mm affine.
         mode: ``"affine"`` (rigid, then scales and shears), ``"rigid"`` or ``"none"`` (identity; the loss is still
             measured), one of :data:`AFFINE_MODES`.
-        similarity: ``"mi"`` (default, any contrasts) or ``"ncc"`` (local NCC, same contrast), one of
+        similarity: ``"mi"`` (default, any contrasts) or ``"ncc"`` (local NCC), one of
             :data:`monai_vmorph.pipeline.similarity.SIMILARITIES`.
         device: where to compute; default: the fixed tensor's device, CPU for NumPy input.
         progress: called with one line per level and stage (e.g. to print it).
