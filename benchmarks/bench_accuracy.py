@@ -52,6 +52,7 @@ Needs ``pip install -e .[bench]`` for the ants-syn and elastix-bspline rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shlex
@@ -76,9 +77,21 @@ from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, s
 from monai_vmorph.pipeline import BundleModel, NativeScan, read_scan
 from monai_vmorph.transforms import RandSyntheticPaird
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_task_a as task_a
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("identity", "ours", "ours+refine", "ants-syn", "sitk-demons", "elastix-bspline")
-TASKS = {"S": "synthetic", "I": "inter-subject"}
+METHODS = (
+    "identity",
+    "ours",
+    "ours+refine",
+    "affine-only",
+    "ants-syn",
+    "sitk-demons",
+    "sitk-affine-demons",
+    "elastix-bspline",
+)
+TASKS = {"S": "synthetic", "I": "inter-subject", "A": "affine + warp, not pre-aligned"}
 LABELS = (1, 2, 3)
 NA = "not available"
 
@@ -97,6 +110,7 @@ class Pair:
     fixed_labels: np.ndarray
     moving_labels: np.ndarray
     ddf_true: torch.Tensor | None = None
+    aligned: bool = True  # False: the scans are not pre-aligned (task A)
 
 
 @dataclass
@@ -264,21 +278,31 @@ class AntsSyN(Method):
         self._cleanup()
         fixed, moving = self.images(pair)
         options = {"reg_iterations": (10, 5, 0)} if self.settings.quick else {}
-        reg = self.ants.registration(fixed, moving, type_of_transform="SyNOnly", **options)
+        kind = "SyNOnly" if pair.aligned else "SyN"  # task A: ANTs' own affine stage first
+        reg = self.ants.registration(fixed, moving, type_of_transform=kind, **options)
         self.transforms = list(reg["fwdtransforms"])
         self.files = {*self.transforms, *reg["invtransforms"]}
         # SyNOnly starts from the identity, which ANTs still writes as a 0GenericAffine.mat: check it is one
         warps = [t for t in self.transforms if t.endswith("Warp.nii.gz")]
+        matrix = np.eye(4)
         for path in self.transforms:
             if path.endswith(".mat"):
-                parameters = np.asarray(self.ants.read_transform(path).parameters, dtype=np.float64)
-                if not np.allclose(parameters, np.concatenate([np.eye(3).ravel(), np.zeros(3)]), atol=1e-6):
+                transform = self.ants.read_transform(path)
+                parameters = np.asarray(transform.parameters, dtype=np.float64)
+                matrix = task_a.ants_matrix_to_ras(parameters, np.asarray(transform.fixed_parameters))
+                if pair.aligned and not np.allclose(matrix, np.eye(4), atol=1e-6):
                     raise RuntimeError(f"SyNOnly returned a non-identity affine {path}: {parameters.tolist()}")
         if len(warps) != 1:
-            raise RuntimeError(f"SyNOnly returned {self.transforms}, expected one *Warp.nii.gz")
+            raise RuntimeError(f"{kind} returned {self.transforms}, expected one *Warp.nii.gz")
         displacement, affine = read_itk_displacement(warps[0], 3)
         if self.checked:  # the files are kept for check() on the first pair only
             self._cleanup()
+        if not pair.aligned:  # ITK's composite applies the warp first, then the affine: q = A(p + w(p))
+            warp = _on_fixed_grid(displacement, affine, pair)
+            displacement, affine = (
+                task_a.affine_displacement_ras(matrix, ddf_to_ras(warp, pair.fixed.affine), pair),
+                pair.fixed.affine,
+            )
         return _on_fixed_grid(displacement, affine, pair)
 
     def check(self, pair: Pair, ddf: torch.Tensor) -> str | None:
@@ -304,10 +328,15 @@ class AntsSyN(Method):
 
 
 class SitkDemons(Method):
+    def _image(self, array: np.ndarray, affine: np.ndarray) -> sitk.Image:
+        return _sitk_image(array, affine)
+
     def run(self, pair: Pair) -> torch.Tensor:
+        return _on_fixed_grid(self.field(*self.images(pair)), pair.fixed.affine, pair)
+
+    def field(self, fixed: sitk.Image, moving: sitk.Image) -> np.ndarray:
+        """Demons' ``(*S, 3)`` RAS mm displacement on the fixed grid."""
         iterations = 20 if self.settings.quick else 100
-        fixed = _sitk_image(pair.fixed.array, pair.fixed.affine)
-        moving = _sitk_image(pair.moving.array, pair.moving.affine)
         moving = sitk.HistogramMatching(moving, fixed, 1024, 7, True)
         demons = sitk.DiffeomorphicDemonsRegistrationFilter()
         demons.SetNumberOfIterations(iterations)
@@ -323,8 +352,7 @@ class SitkDemons(Method):
             else:  # carry the coarse field over (physical mm vectors: only resampled)
                 field = sitk.Resample(field, f, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
             field = demons.Execute(f, m, field)
-        displacement = _lps_vector_array_to_ras(sitk.GetArrayFromImage(field))
-        return _on_fixed_grid(displacement, pair.fixed.affine, pair)
+        return _lps_vector_array_to_ras(sitk.GetArrayFromImage(field))
 
 
 class ElastixBSpline(Method):
@@ -371,6 +399,9 @@ class ElastixBSpline(Method):
 
 
 def build_method(name: str, settings: Settings) -> Method:
+    if name in ("affine-only", "sitk-affine-demons"):
+        base = {"Method": Method, "SitkDemons": SitkDemons, "on_fixed_grid": _on_fixed_grid}
+        return task_a.make_methods(base)[name](settings)
     return {
         "identity": lambda: Identity(settings),
         "ours": lambda: Ours(settings, 0),
@@ -467,8 +498,10 @@ def _machine_line(threads: int) -> str:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {' '.join(METHODS)}")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="S (synthetic), I (inter-subject) or both")
-    parser.add_argument("--pairs-per-subject", type=int, default=1, help="synthetic pairs per subject (task S)")
+    parser.add_argument(
+        "--tasks", nargs="+", default=list(TASKS), help="S (synthetic), I (inter-subject), A (affine + warp)"
+    )
+    parser.add_argument("--pairs-per-subject", type=int, default=1, help="synthetic pairs per subject (tasks S, A)")
     parser.add_argument("--all-pairs", action="store_true", help="task I: all 12 ordered pairs, not registration_val")
     parser.add_argument("--refine", type=int, default=50, help="instance-optimisation steps of ours+refine")
     parser.add_argument("--weights", help="model weights (default: bundles/voxelmorph_brain_3d/models/model.pt)")
@@ -481,7 +514,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--methods: unknown {' '.join(unknown)}; choose from {' '.join(METHODS)}")
     if any(t not in TASKS for t in args.tasks):
-        parser.error("--tasks takes S (synthetic) and/or I (inter-subject)")
+        parser.error("--tasks takes S (synthetic), I (inter-subject) and/or A (affine + warp)")
     for option, value, low in (("--pairs-per-subject", args.pairs_per_subject, 1), ("--refine", args.refine, 1)):
         if value < low:
             parser.error(f"{option} must be >= {low}")
@@ -527,9 +560,10 @@ def main(argv: list[str] | None = None) -> None:
             "resolution only), ants-syn 10x5x0, elastix 2 resolutions x 20 iterations"
         )
     for task in args.tasks:
-        if task == "S":
+        if task in ("S", "A"):
             subjects = dataset["training"][:1] if args.quick else dataset["training"]
-            pairs = synthetic_pairs(subjects, 1 if args.quick else args.pairs_per_subject, args.seed)
+            make = synthetic_pairs if task == "S" else functools.partial(task_a.task_a_pairs, pair_type=Pair)
+            pairs = make(subjects, 1 if args.quick else args.pairs_per_subject, args.seed)
         else:
             pairs = inter_subject_pairs(dataset, args.all_pairs and not args.quick)
         run_task(task, pairs[:1] if args.quick else pairs, methods)

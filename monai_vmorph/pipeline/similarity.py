@@ -4,10 +4,10 @@ The affine stage compares the fixed image, fixed for a whole resolution level, w
 the fixed level's points under the current transform. Both similarities below take that shape into account:
 the fixed image is given once (:meth:`Similarity.prepare`) and each step passes only the sampled moving image.
 
-* ``"mi"``: global mutual information with Gaussian Parzen windows, the definition (and value, to float rounding)
-  of MONAI's :class:`monai.losses.GlobalMutualInformationLoss` (23 bins, ``sigma_ratio`` 0.5). MONAI's loss
-  recomputes the fixed image's Parzen weights on every call; here they are computed once per level, which halves
-  the cost of a step. Intensities must lie in ``[0, 1]`` (the affine stage normalises them).
+* ``"mi"``: global mutual information with Mattes' B-spline Parzen windows, the definition (and value, to float
+  rounding) of MONAI's :class:`monai.losses.GlobalMutualInformationLoss` with ``kernel_type="b-spline"``, computed
+  from the non-zero weights only (MONAI's dense ``(N, bins)`` weights cost 27x more per step, its Gaussian kernel
+  16x). Intensities must lie in ``[0, 1]`` (the affine stage normalises them).
 * ``"ncc"``: VoxelMorph's local (squared) normalised cross-correlation, :func:`monai_vmorph.losses.local_ncc`, with
   a window of 5 voxels of the working grid (40 mm at 8 mm, 20 mm at 4 mm).
 
@@ -38,45 +38,53 @@ class Similarity:
 
 
 class MutualInformation(Similarity):
-    """``-MI`` with Gaussian Parzen windows, as MONAI's ``GlobalMutualInformationLoss(kernel_type="gaussian")``.
+    """``-MI`` with Mattes' B-spline Parzen windows, as MONAI's ``GlobalMutualInformationLoss(kernel_type="b-spline")``.
 
-    With bin centres ``c_k = k / (bins - 1)`` and ``sigma = sigma_ratio / (bins - 1)``, each value ``v`` (clamped to
-    ``[0, 1]``) spreads over the bins with weights ``w_k(v) ∝ exp(-(v - c_k)^2 / (2 sigma^2))`` (normalised to sum
-    1). ``p_ab = mean(w_a(moving) w_b(fixed))``, ``p_a``, ``p_b`` its marginals, and
-    ``MI = sum p_ab log((p_ab + e) / (p_a p_b + e) + e)`` with ``e = 1e-7`` (MONAI's smoothing terms).
+    On images with values in ``[0, 1]`` (minimum 0 and maximum 1, as MONAI's loss rescales by each image's range),
+    a value ``v`` sits at the continuous bin position ``w = v (bins - 4) + 2`` (two padding bins at each end). The
+    moving image spreads over the 4 bins around ``w`` with cubic B-spline weights ``beta3(k - w)`` (differentiable),
+    the fixed one falls in bin ``round(w)`` (zero-order spline). ``p_ab`` is the mean of the products of the
+    weights, ``p_a``, ``p_b`` its marginals, and ``MI = sum p_ab log((p_ab + e) / (p_a p_b + e) + e)`` with
+    ``e = 1e-7`` (MONAI's smoothing terms). Where MONAI builds dense ``(N, bins)`` weight matrices, the joint
+    histogram here is accumulated from the 4 non-zero weights per sample (``index_add``), and the fixed bins are
+    computed once per level: a step costs O(N), not O(N bins) (loss + backward, 48x56x48, 32 bins, one core:
+    MONAI 0.90 s, here 0.033 s).
 
     Args:
-        bins: number of histogram bins.
-        sigma_ratio: Parzen window width in bin widths.
+        bins: number of histogram bins, padding included.
     """
 
-    def __init__(self, bins: int = 23, sigma_ratio: float = 0.5) -> None:
+    def __init__(self, bins: int = 32) -> None:
         self.bins = bins
-        self.preterm = 1.0 / (2.0 * (sigma_ratio / (bins - 1)) ** 2)
-        self.fixed_weights: torch.Tensor | None = None
+        self.fixed_bins: torch.Tensor | None = None
         self.fixed_probability: torch.Tensor | None = None
 
-    def _weights(self, image: torch.Tensor) -> torch.Tensor:
-        """``(B, N, bins)`` normalised Parzen weights of ``image`` ``(B, 1, *S)``."""
-        centres = torch.linspace(0.0, 1.0, self.bins, device=image.device, dtype=image.dtype)
-        values = image.clamp(0, 1).reshape(image.shape[0], -1, 1)
-        weights = torch.exp(-self.preterm * (values - centres) ** 2)
-        return weights / weights.sum(dim=-1, keepdim=True)
+    def _position(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.reshape(image.shape[0], -1).clamp(0, 1) * (self.bins - 4) + 2).clamp(2, self.bins - 3)
 
     def prepare(self, fixed: torch.Tensor) -> None:
-        self.fixed_weights = self._weights(fixed)
-        self.fixed_probability = self.fixed_weights.mean(dim=1, keepdim=True)
+        # zero-order spline: nearest bin (values exactly half-way between two bins are negligible in practice)
+        self.fixed_bins = torch.round(self._position(fixed)[0]).long()  # (N,)
+        counts = torch.bincount(self.fixed_bins, minlength=self.bins).to(fixed.dtype)
+        self.fixed_probability = counts / self.fixed_bins.numel()
 
     def __call__(self, moving: torch.Tensor) -> torch.Tensor:
-        if self.fixed_weights is None or self.fixed_probability is None:
+        if self.fixed_bins is None or self.fixed_probability is None:
             raise RuntimeError("MutualInformation.prepare(fixed) must be called first.")
-        wa = self._weights(moving)  # (B, N, bins)
-        n = wa.shape[1]
-        wb = self.fixed_weights.expand(wa.shape[0], -1, -1)
-        pab = torch.bmm(wa.transpose(1, 2), wb) / n
-        pa = wa.mean(dim=1, keepdim=True)
-        papb = torch.bmm(pa.transpose(1, 2), self.fixed_probability.expand(wa.shape[0], -1, -1))
-        mi = (pab * torch.log((pab + 1e-7) / (papb + 1e-7) + 1e-7)).sum(dim=(1, 2))
+        batch, bins = moving.shape[0], self.bins
+        position = self._position(moving)  # (B, N)
+        low = torch.floor(position).detach() - 1  # the 4 bins low .. low + 3 hold the cubic spline's support
+        distance = (low[..., None] + torch.arange(4, device=moving.device, dtype=moving.dtype)) - position[..., None]
+        d = distance.abs()
+        weights = torch.where(d < 1, (4 - 6 * d**2 + 3 * d**3) / 6, (2 - d).clamp(min=0) ** 3 / 6)  # (B, N, 4)
+        n = position.shape[1]
+        index = self.fixed_bins[None, :, None] * bins + low.long()[..., None] + torch.arange(4, device=moving.device)
+        index = index + (torch.arange(batch, device=moving.device) * bins * bins)[:, None, None]
+        joint = torch.zeros(batch * bins * bins, device=moving.device, dtype=moving.dtype)
+        joint = joint.index_add(0, index.reshape(-1), weights.reshape(-1)).reshape(batch, bins, bins) / n
+        pa = joint.sum(dim=1, keepdim=True)  # moving marginal (B, 1, bins)
+        papb = self.fixed_probability[None, :, None] * pa  # (B, bins_fixed, bins_moving)
+        mi = (joint * torch.log((joint + 1e-7) / (papb + 1e-7) + 1e-7)).sum(dim=(1, 2))
         return -mi
 
 
