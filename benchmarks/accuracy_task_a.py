@@ -30,8 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from monai_vmorph.cli.inputs import Scan, load_scan
 from monai_vmorph.io import warp_physical
+from monai_vmorph.pipeline import NativeScan, read_scan
 from monai_vmorph.pipeline.affine import affine_displacement, affine_register
 from monai_vmorph.transforms.synthetic import random_smooth_field
 
@@ -76,8 +76,8 @@ def task_a_pairs(subjects: list[dict], per_subject: int, seed: int, pair_type: t
     """
     pairs = []
     for i, subject in enumerate(subjects):
-        scan = load_scan(subject["image"], "image")
-        labels = load_scan(subject["label"], "label", labels=True).array
+        scan = read_scan(subject["image"], "image")
+        labels = read_scan(subject["label"], "label", labels=True).array
         shape, affine = scan.array.shape, scan.affine
         index = np.argwhere(scan.array > 0.05)
         centre = index.mean(axis=0) @ affine[:3, :3].T + affine[:3, 3]
@@ -92,7 +92,7 @@ def task_a_pairs(subjects: list[dict], per_subject: int, seed: int, pair_type: t
             displacement = moved - world
             image = warp_physical(scan.array, affine, shape, affine, displacement, "linear").astype(np.float32)
             moving_labels = warp_physical(labels, affine, shape, affine, displacement, "label")
-            moving = Scan(scan.path, image, affine, scan.file_affine)
+            moving = NativeScan(scan.path, image, affine, scan.file_affine)
             name = f"{subject['name'].removesuffix('_0000')} #{k} (seed {state})"
             pairs.append(pair_type(name, scan, moving, labels, moving_labels, aligned=False))
     return pairs
@@ -189,8 +189,8 @@ def affine_stage_table(subjects: list[dict], seed: int, threads: int) -> list[st
     @dataclass
     class _Pair:
         name: str
-        fixed: Scan
-        moving: Scan
+        fixed: NativeScan
+        moving: NativeScan
         fixed_labels: np.ndarray
         moving_labels: np.ndarray
         ddf_true: object = None
@@ -209,8 +209,8 @@ def affine_stage_table(subjects: list[dict], seed: int, threads: int) -> list[st
                     fine = np.eye(4)
                     fine[:3, 3] = fixed.affine[:3, :3] @ ((np.array(fixed.array.shape) - 1) / 2) + fixed.affine[:3, 3]
                     fine[:3, 3] -= (np.array(fine_shape) - 1) / 2
-                    fixed = Scan(fixed.path, _resample(fixed, fine_shape, fine), fine, fine)
-                    moving = Scan(moving.path, _resample(moving, fine_shape, fine), fine, fine)
+                    fixed = NativeScan(fixed.path, _resample(fixed, fine_shape, fine), fine, fine)
+                    moving = NativeScan(moving.path, _resample(moving, fine_shape, fine), fine, fine)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 result = affine_register(fixed.array, fixed.affine, moving.array, moving.affine, similarity=similarity)
                 wall.append(time.perf_counter() - start)
@@ -221,7 +221,7 @@ def affine_stage_table(subjects: list[dict], seed: int, threads: int) -> list[st
     return rows
 
 
-def _resample(scan: Scan, shape: tuple, affine: np.ndarray) -> np.ndarray:
+def _resample(scan: NativeScan, shape: tuple, affine: np.ndarray) -> np.ndarray:
     from monai_vmorph.io import resample
 
     return resample(scan.array, scan.affine, shape, affine).astype(np.float32)
