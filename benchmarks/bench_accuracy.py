@@ -20,9 +20,12 @@ library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK 
 Methods:
 
 * ``identity``: zero displacement.
-* ``ours`` / ``ours+refine``: :func:`monai_vmorph.cli.pipeline.register_scans` with the shipped brain bundle's
-  weights (or ``--weights``), without / with ``--refine`` instance-optimisation steps; its seconds include
-  ``register_scans``' intensity normalisation, resampling to the network grid and warping back.
+* ``ours-fast`` / ``ours`` / ``ours+refine``: :func:`monai_vmorph.cli.pipeline.register_scans` with the shipped
+  brain bundle's weights (or ``--weights``): the network alone (preset ``"fast"``), the network then the default
+  coarse-to-fine refinement (preset ``"default"`` of
+  :data:`monai_vmorph.engines.refine_multilevel.REFINE_PRESETS`), or the network then ``--refine`` fixed Adam steps
+  at one resolution; their seconds include ``register_scans``' intensity normalisation, resampling to the network
+  grid and warping back. After each table, their time per stage (network; refinement per level, with steps).
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
   (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
   space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be
@@ -78,7 +81,7 @@ from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, s
 from monai_vmorph.transforms import RandSyntheticPaird
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("identity", "ours", "ours+refine", "ants-syn", "sitk-demons", "elastix-bspline")
+METHODS = ("identity", "ours-fast", "ours", "ours+refine", "ants-syn", "sitk-demons", "elastix-bspline")
 TASKS = {"S": "synthetic", "I": "inter-subject"}
 LABELS = (1, 2, 3)
 NA = "not available"
@@ -216,12 +219,20 @@ class Identity(Method):
 
 
 class Ours(Method):
-    """``register_scans`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model."""
+    """``register_scans`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model.
 
-    def __init__(self, settings: Settings, refine: int, bundle: BundleModel | None = None) -> None:
+    ``preset`` names a refinement preset (``"fast"``: the network alone); ``refine`` adds fixed Adam steps. The
+    stage times of every pair are kept in ``stages`` (network seconds; per level: factor, steps, seconds).
+    """
+
+    def __init__(
+        self, settings: Settings, refine: int, bundle: BundleModel | None = None, preset: str = "fast"
+    ) -> None:
         super().__init__(settings)
         self.refine = refine
         self.bundle = bundle
+        self.preset = preset
+        self.stages: list[dict] = []
 
     def prepare(self) -> None:
         from monai_vmorph.cli.model import load_bundle_model
@@ -237,8 +248,24 @@ class Ours(Method):
     def run(self, pair: Pair) -> torch.Tensor:
         from monai_vmorph.cli.pipeline import register_scans
 
-        result = register_scans(pair.fixed, pair.moving, self.bundle, refine=self.refine)
+        result = register_scans(pair.fixed, pair.moving, self.bundle, refine=self.refine, refine_preset=self.preset)
+        self.stages.append(
+            {"network": result.metrics["seconds_network"], "levels": result.metrics.get("refine_levels", [])}
+        )
         return _on_fixed_grid(result.displacement, pair.fixed.affine, pair)
+
+    def stage_summary(self) -> str:
+        """Mean seconds per pair of each stage, and mean steps per level, over the pairs run so far."""
+        if not self.stages:
+            return ""
+        parts = [f"network {statistics.fmean(s['network'] for s in self.stages):.2f} s"]
+        for k, level in enumerate(self.stages[0]["levels"]):
+            rows = [s["levels"][k] for s in self.stages]
+            seconds = statistics.fmean(r["seconds"] for r in rows)
+            steps = statistics.fmean(r["steps"] for r in rows)
+            parts.append(f"refine 1/{level['factor']} res {seconds:.2f} s ({steps:.1f} steps)")
+        self.stages = []
+        return ", ".join(parts)
 
 
 class AntsSyN(Method):
@@ -374,7 +401,8 @@ class ElastixBSpline(Method):
 def build_method(name: str, settings: Settings) -> Method:
     return {
         "identity": lambda: Identity(settings),
-        "ours": lambda: Ours(settings, 0),
+        "ours-fast": lambda: Ours(settings, 0, preset="fast"),
+        "ours": lambda: Ours(settings, 0, preset="default"),
         "ours+refine": lambda: Ours(settings, settings.refine),
         "ants-syn": lambda: AntsSyN(settings),
         "sitk-demons": lambda: SitkDemons(settings),
@@ -447,6 +475,11 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
         folding = statistics.fmean(r["folding"] for r in rows)
         seconds = statistics.fmean(r["seconds"] for r in rows)
         print(f"| {name} | {_mean_std([r['dice'] for r in rows], '.3f')} | {column} | {folding:.3f} | {seconds:.2f} |")
+    for name, method in methods.items():
+        if isinstance(method, Ours) and method.stage_summary:
+            summary = method.stage_summary()
+            if summary:
+                print(f"\n{name}, mean per pair: {summary}")
 
 
 # --------------------------------------------------------------------------------------------- command line

@@ -17,6 +17,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from monai_vmorph.cli.inputs import Scan
 from monai_vmorph.cli.model import BundleModel
 from monai_vmorph.engines.refine import refine_registration
+from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, RefinePreset, refine_multilevel
 from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
 from monai_vmorph.transforms import INTENSITY_PERCENTILES
@@ -71,12 +72,16 @@ def register_scans(
     moving_labels: Scan | None = None,
     fixed_labels: Scan | None = None,
     progress: Callable[[int, float], None] | None = None,
+    refine_preset: str | RefinePreset | None = None,
 ) -> PairResult:
     """Register ``moving`` to ``fixed`` with ``bundle``'s model (and ``refine`` instance-optimisation steps).
 
     Both scans are resampled (linear) onto the network grid of the fixed scan, normalised like the training
     data, registered; the field is mapped back to the fixed scan's native grid as a physical displacement and
     the moving scan (and labels, ``"label"`` interpolation) warped from its own native grid in one resampling.
+    ``refine_preset`` (a name in :data:`~monai_vmorph.engines.refine_multilevel.REFINE_PRESETS` or a
+    :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset`) runs coarse-to-fine refinement after the
+    network (before ``refine`` fixed steps, if both are given); ``progress`` then gets the running step count.
     """
     start = time.perf_counter()
     device = next(bundle.model.parameters()).device
@@ -86,9 +91,26 @@ def register_scans(
     m = torch.as_tensor(net_moving, device=device)[None, None]
     f = torch.as_tensor(net_fixed, device=device)[None, None]
     metrics: dict = {}
+    stage = time.perf_counter()
     with torch.no_grad():
         result = bundle.model(m, f)
         metrics["loss_network"] = float(bundle.loss(result, {"moving_image": m, "fixed_image": f}))
+    metrics["seconds_network"] = time.perf_counter() - stage
+    preset = REFINE_PRESETS[refine_preset] if isinstance(refine_preset, str) else refine_preset
+    if preset is not None and preset.levels:
+        done = [0]
+
+        def on_step(level: int, step: int, loss: float) -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], loss)
+
+        refined = refine_multilevel(
+            bundle.model, m, f, bundle.loss, **preset.kwargs(), initial=result, callback=on_step
+        )
+        result = refined.result
+        metrics["loss_refined"] = refined.levels[-1].final_loss
+        metrics["refine_levels"] = [record._asdict() for record in refined.levels]
     if refine > 0:
         refined = refine_registration(
             bundle.model, m, f, bundle.loss, steps=refine, lr=refine_lr, initial=result, callback=progress
