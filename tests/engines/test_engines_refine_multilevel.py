@@ -51,7 +51,7 @@ def _known_pair(shape: tuple[int, ...], amplitude: float, seed: int = 0):
     return model, moving, fixed, truth, initial
 
 
-LOSS = RegistrationLoss("ncc", smoothness_weight=0.01, loss_mult=2, ncc_window=5)
+LOSS = RegistrationLoss("ncc", smoothness_weight=0.05, loss_mult=2, ncc_window=5)
 LEVELS = (RefineLevel(2, max_steps=30, lr=0.2, ncc_window=3, integration_steps=5), RefineLevel(1, 20, 0.05))
 # (shape, bound on the refined endpoint error in voxels); the identity's error is 1.3 (2D) / 1.8 (3D) voxels
 CASES = [((32, 32), 0.3), ((20, 24, 18), 0.6)]
@@ -68,7 +68,6 @@ def test_recovers_known_field_each_level_lowers_loss_no_folding(shape, bound):
     assert len(out.losses) == sum(r.steps + 1 for r in out.levels)
     before = float(endpoint_error(initial.ddf, truth)[0])
     after = float(endpoint_error(out.result.ddf, truth)[0])
-    print(shape, before, after, out.levels)
     assert before > 1.0
     assert after < bound and after < 0.35 * before
     assert float(folding_fraction(out.result.ddf)[0]) == 0.0
@@ -94,12 +93,13 @@ def test_convergence_stopping_is_deterministic():
 
 def test_straight_through_gradient_also_recovers_the_field():
     model, moving, fixed, truth, initial = _known_pair((32, 32), amplitude=1.2)
-    levels = tuple(
-        RefineLevel(lv.factor, lv.max_steps, lv.lr, lv.ncc_window, lv.integration_steps, False) for lv in LEVELS
-    )
-    out = refine_multilevel(model, moving, fixed, LOSS, levels, tol=1e-4, window=5, initial=initial)
+    levels = (RefineLevel(2, 40, 0.1, 3, 5, exact_gradient=False), RefineLevel(1, 20, 0.05, exact_gradient=False))
+    # the approximate gradient needs a stronger regulariser than LOSS's here (0.05 left 0.4 % folded pixels)
+    loss = RegistrationLoss("ncc", smoothness_weight=0.2, loss_mult=2, ncc_window=5)
+    out = refine_multilevel(model, moving, fixed, loss, levels, tol=1e-4, window=5, initial=initial)
     assert all(r.final_loss < r.initial_loss - 0.01 for r in out.levels)
-    assert float(endpoint_error(out.result.ddf, truth)[0]) < 0.35 * float(endpoint_error(initial.ddf, truth)[0])
+    after = float(endpoint_error(out.result.ddf, truth)[0])
+    assert after < 0.35 * float(endpoint_error(initial.ddf, truth)[0])  # 0.31 voxels against 1.33
     assert float(folding_fraction(out.result.ddf)[0]) == 0.0
 
 
