@@ -193,9 +193,12 @@ class _Level:
         padded = model.padded_shape(shape)
         self.model, self.loss_fn = model, loss_fn
         self.velocity_shape = tuple(n // max(level.factor, model.int_downsize) for n in padded)
-        self.steps = level.integration_steps if (level.integration_steps and model.diffeomorphic) else None
-        if self.steps is None:
-            self.steps = model.integration_steps
+        if min(self.velocity_shape) < 2:
+            raise ValueError(
+                f"level factor {level.factor} leaves a {self.velocity_shape} field grid for images of shape {shape}; "
+                "use a smaller factor (every axis needs at least 2 points)."
+            )
+        self.steps = level.integration_steps or model.integration_steps
         if level.factor == 1:
             self.moving, self.fixed = moving, fixed
             self.padded, self.crop = padded, shape

@@ -151,6 +151,7 @@ def test_refine_argument_errors():
         ({"levels": (level, level)}, "coarse to fine"),
         ({"levels": [{"factor": 1}]}, "RefineLevel"),
         ({"levels": "fast"}, "sequence"),
+        ({"levels": (RefineLevel(16, 1, 0.1),)}, "smaller factor"),
         ({"tol": -1e-3}, "tol"),
         ({"window": 0}, "window"),
         ({"loss_fn": lambda result, targets: result.ddf.sum()}, "RegistrationLoss"),
