@@ -57,6 +57,7 @@ LEVELS = (RefineLevel(2, max_steps=30, lr=0.2, ncc_window=3, integration_steps=5
 CASES = [((32, 32), 0.3), ((20, 24, 18), 0.6)]
 
 
+@pytest.mark.slow  # 7-9 s each on the shared 2-core machine
 @pytest.mark.parametrize(("shape", "bound"), CASES)
 def test_recovers_known_field_each_level_lowers_loss_no_folding(shape, bound):
     model, moving, fixed, truth, initial = _known_pair(shape, amplitude=1.2)
