@@ -4,6 +4,10 @@ Learn2Reg's best learned methods finish with a few dozen Adam steps on the test 
 optimised variable is the model's own field (``RegistrationResult.velocity``, the stationary velocity of a
 diffeomorphic model or the plain field), passed through :meth:`VoxelMorph.from_velocity`, so the refined
 transform keeps the model's properties (integration, resolution, border handling) and the backbone is not run.
+
+:func:`refine_registration` runs a fixed number of steps at the network's resolution with any loss;
+:func:`monai_vmorph.engines.refine_multilevel.refine_multilevel` runs coarse to fine and stops on convergence
+(the command line's default), sharing :class:`RefineOutput` and :class:`LevelRecord` with it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Both compare a warped moving image ``pred`` with the fixed image ``target``, two ``(B, C, *S)`` tensors with
 ``S = (H, W)`` or ``(D, H, W)``. Half-precision inputs are computed in float32 and the loss is returned in
-the inputs' (promoted) dtype.
+the inputs' (promoted) dtype. :func:`ncc_target_statistics` and :func:`local_ncc_to_target` compute the same
+local NCC with the fixed image's share precomputed and an analytic gradient, for instance optimisation.
 """
 
 from __future__ import annotations
