@@ -20,9 +20,13 @@ library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK 
 Methods:
 
 * ``identity``: zero displacement.
-* ``ours`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped brain bundle's
-  weights (or ``--weights``), without / with ``--refine`` instance-optimisation steps; its seconds include
-  ``register_pair``'s affine stage, intensity normalisation, resampling to the network grid and warping back.
+* ``ours-fast`` / ``ours`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped
+  brain bundle's weights (or ``--weights``), as ``monai-vmorph register`` runs it: the affine stage, then the network
+  alone (``--fast``, preset ``"fast"``), the network then the default coarse-to-fine refinement (preset
+  ``"default"`` of :data:`monai_vmorph.engines.refine_multilevel.REFINE_PRESETS`, the command's default), or the
+  network then ``--refine`` fixed Adam steps at one resolution; their seconds include the affine stage, intensity
+  normalisation, resampling to the network grid and warping back. After each table, their time per stage (affine;
+  network; refinement per level, with steps).
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
   (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
   space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be
@@ -83,6 +87,7 @@ import accuracy_task_a as task_a
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
     "identity",
+    "ours-fast",
     "ours",
     "ours+refine",
     "affine-only",
@@ -229,12 +234,27 @@ class Identity(Method):
 
 
 class Ours(Method):
-    """``register_pair`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model."""
+    """``register_pair`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model.
 
-    def __init__(self, settings: Settings, refine: int, bundle: BundleModel | None = None) -> None:
+    ``affine`` is the affine stage's mode (``"none"``: the network on the pair as given), ``preset`` names a refinement
+    preset (``"fast"``: the network alone); ``refine`` adds fixed Adam steps. The stage times of every pair are kept
+    in ``stages`` (affine and network seconds; per level: factor, steps, seconds).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        refine: int,
+        bundle: BundleModel | None = None,
+        preset: str = "fast",
+        affine: str = "none",
+    ) -> None:
         super().__init__(settings)
         self.refine = refine
         self.bundle = bundle
+        self.preset = preset
+        self.affine = affine
+        self.stages: list[dict] = []
 
     def prepare(self) -> None:
         from monai_vmorph.pipeline import load_bundle_model
@@ -250,8 +270,30 @@ class Ours(Method):
     def run(self, pair: Pair) -> torch.Tensor:
         from monai_vmorph.pipeline import register_pair
 
-        result = register_pair(pair.fixed, pair.moving, self.bundle, refine=self.refine)
+        result = register_pair(
+            pair.fixed, pair.moving, self.bundle, refine=self.refine, affine=self.affine, preset=self.preset
+        )
+        self.stages.append(
+            {
+                "affine": result.metrics["seconds_affine"],
+                "network": result.metrics["seconds_network"],
+                "levels": result.metrics.get("refine_levels", []),
+            }
+        )
         return _on_fixed_grid(result.displacement, pair.fixed.affine, pair)
+
+    def stage_summary(self) -> str:
+        """Mean seconds per pair of each stage, and mean steps per level, over the pairs run so far."""
+        if not self.stages:
+            return ""
+        parts = [f"{key} {statistics.fmean(s[key] for s in self.stages):.2f} s" for key in ("affine", "network")]
+        for k, level in enumerate(self.stages[0]["levels"]):
+            rows = [s["levels"][k] for s in self.stages]
+            seconds = statistics.fmean(r["seconds"] for r in rows)
+            steps = statistics.fmean(r["steps"] for r in rows)
+            parts.append(f"refine 1/{level['factor']} res {seconds:.2f} s ({steps:.1f} steps)")
+        self.stages = []
+        return ", ".join(parts)
 
 
 class AntsSyN(Method):
@@ -404,8 +446,9 @@ def build_method(name: str, settings: Settings) -> Method:
         return task_a.make_methods(base)[name](settings)
     return {
         "identity": lambda: Identity(settings),
-        "ours": lambda: Ours(settings, 0),
-        "ours+refine": lambda: Ours(settings, settings.refine),
+        "ours-fast": lambda: Ours(settings, 0, preset="fast", affine="affine"),
+        "ours": lambda: Ours(settings, 0, preset="default", affine="affine"),
+        "ours+refine": lambda: Ours(settings, settings.refine, affine="affine"),
         "ants-syn": lambda: AntsSyN(settings),
         "sitk-demons": lambda: SitkDemons(settings),
         "elastix-bspline": lambda: ElastixBSpline(settings),
@@ -477,6 +520,11 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
         folding = statistics.fmean(r["folding"] for r in rows)
         seconds = statistics.fmean(r["seconds"] for r in rows)
         print(f"| {name} | {_mean_std([r['dice'] for r in rows], '.3f')} | {column} | {folding:.3f} | {seconds:.2f} |")
+    for name, method in methods.items():
+        if isinstance(method, Ours) and method.stage_summary:
+            summary = method.stage_summary()
+            if summary:
+                print(f"\n{name}, mean per pair: {summary}")
 
 
 # --------------------------------------------------------------------------------------------- command line

@@ -13,6 +13,7 @@ import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
+from monai_vmorph.cli.register import preset_of
 from monai_vmorph.data.datalists import csv_pairs
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
@@ -76,7 +77,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
             moving_labels = fixed_labels = None
         check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
         result = register_pair(
-            fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, affine=args.affine
+            fixed,
+            moving,
+            bundle,
+            args.refine,
+            args.refine_lr,
+            moving_labels,
+            fixed_labels,
+            affine=args.affine,
+            preset=preset_of(args),
         )
         row = {
             "moving": pair.get(MOVING_NAME, moving.path.name),
@@ -104,6 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         "pairs": len(rows),
         "weights": str(bundle.weights),
         "affine": args.affine,
+        "preset": preset_of(args),
         "refine_steps": args.refine,
         **summarise(rows),
     }

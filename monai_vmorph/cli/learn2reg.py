@@ -29,6 +29,7 @@ import numpy as np
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
+from monai_vmorph.cli.register import preset_of
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 from monai_vmorph.data.learn2reg import find_learn2reg_json, learn2reg_datalist
 from monai_vmorph.metrics.learn2reg import learn2reg_dice, learn2reg_hd95, learn2reg_sdlogj, learn2reg_warp_labels
@@ -182,7 +183,15 @@ def run_learn2reg(args: argparse.Namespace) -> None:
             moving_labels, fixed_labels = _labels_of(pair, fixed, moving)
             check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
             result = register_pair(
-                fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, affine=args.affine
+                fixed,
+                moving,
+                bundle,
+                args.refine,
+                args.refine_lr,
+                moving_labels,
+                fixed_labels,
+                affine=args.affine,
+                preset=preset_of(args),
             )
             field = learn2reg_displacement(result.displacement, fixed.affine, moving.affine)
             stored = field.astype(np.float16 if args.format == "npz" else np.float32)
@@ -212,6 +221,7 @@ def run_learn2reg(args: argparse.Namespace) -> None:
             "split": args.split,
             "weights": str(bundle.weights),
             "device": str(device),
+            "preset": preset_of(args),
             "refine_steps": args.refine,
             "format": args.format,
             "learn2reg_aggregates": aggregates,

@@ -97,11 +97,16 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, quiet: str = "p
             help="pre-alignment before the network: affine, rigid, or none for scans already aligned",
         )
         parser.add_argument(
+            "--fast",
+            action="store_true",
+            help="the network alone, without the default coarse-to-fine refinement (about 3x faster, less accurate)",
+        )
+        parser.add_argument(
             "--refine",
             type=_non_negative_int,
             default=0,
             metavar="N",
-            help="Adam steps of instance optimisation on the pair's own loss after the network",
+            help="extra single-level Adam steps of instance optimisation after the refinement preset",
         )
         parser.add_argument(
             "--refine-lr", type=_positive_float, default=0.05, metavar="LR", help="--refine step size in voxels"

@@ -12,21 +12,31 @@ from monai_vmorph.cli.model import parse_device
 from monai_vmorph.io import write_itk_affine, write_itk_displacement
 from monai_vmorph.pipeline import NativeScan, OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
 
-__all__ = ["refine_progress", "run_register"]
+__all__ = ["preset_of", "refine_progress", "run_register"]
 
 
-def refine_progress(
-    steps: int, quiet: bool, desc: str = "refine"
-) -> tuple[Callable[[int, float], None] | None, object]:
-    """A ``(callback, bar)`` pair that shows ``--refine`` progress on stderr (``(None, None)`` when quiet)."""
-    if quiet or steps == 0:
+def preset_of(args: argparse.Namespace) -> str:
+    """The refinement preset the options ask for: ``"fast"`` (the network alone) with ``--fast``, else
+    ``"default"`` (:data:`monai_vmorph.engines.refine_multilevel.REFINE_PRESETS`)."""
+    return "fast" if getattr(args, "fast", False) else "default"
+
+
+def refine_progress(args: argparse.Namespace, desc: str = "refine") -> tuple[Callable[..., None] | None, object]:
+    """A ``(callback, bar)`` pair that shows the refinement's level, steps and loss on stderr (``(None, None)`` when
+    ``--quiet`` or when nothing is refined). The bar's total is the preset's largest step count plus ``--refine``;
+    levels that converge early end it sooner."""
+    from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS
+
+    steps = sum(level.max_steps for level in REFINE_PRESETS[preset_of(args)].levels) + args.refine
+    if args.quiet or steps == 0:
         return None, None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
 
-    def callback(step: int, loss: float) -> None:
+    def callback(step: int, loss: float, stage: str = "refine") -> None:
         bar.update(1)
+        bar.set_description(stage)
         bar.set_postfix(loss=f"{loss:.4f}")
 
     return callback, bar
@@ -57,9 +67,18 @@ def run_register(args: argparse.Namespace) -> None:
     outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
 
-    callback, bar = refine_progress(args.refine, args.quiet)
+    callback, bar = refine_progress(args)
     result = register_pair(
-        fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, callback, affine=args.affine
+        fixed,
+        moving,
+        bundle,
+        args.refine,
+        args.refine_lr,
+        moving_labels,
+        fixed_labels,
+        callback,
+        affine=args.affine,
+        preset=preset_of(args),
     )
     if bar is not None:
         bar.close()

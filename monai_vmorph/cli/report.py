@@ -18,7 +18,7 @@ import torch
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import refine_progress
+from monai_vmorph.cli.register import preset_of, refine_progress
 from monai_vmorph.io import resample
 from monai_vmorph.metrics import jacobian_determinant
 from monai_vmorph.pipeline import (
@@ -197,9 +197,18 @@ def run_report(args: argparse.Namespace) -> None:
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels]
     outputs = OutputSet(args.out_dir, ["report.png"], overwrite=args.overwrite, inputs=inputs)
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
-    callback, bar = refine_progress(args.refine, args.quiet)
+    callback, bar = refine_progress(args)
     result = register_pair(
-        fixed, moving, bundle, args.refine, args.refine_lr, moving_labels, fixed_labels, callback, affine=args.affine
+        fixed,
+        moving,
+        bundle,
+        args.refine,
+        args.refine_lr,
+        moving_labels,
+        fixed_labels,
+        callback,
+        affine=args.affine,
+        preset=preset_of(args),
     )
     result = unaligned_view(result, moving)
     if bar is not None:

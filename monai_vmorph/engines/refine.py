@@ -4,6 +4,10 @@ Learn2Reg's best learned methods finish with a few dozen Adam steps on the test 
 optimised variable is the model's own field (``RegistrationResult.velocity``, the stationary velocity of a
 diffeomorphic model or the plain field), passed through :meth:`VoxelMorph.from_velocity`, so the refined
 transform keeps the model's properties (integration, resolution, border handling) and the backbone is not run.
+
+:func:`refine_registration` runs a fixed number of steps at the network's resolution with any loss;
+:func:`monai_vmorph.engines.refine_multilevel.refine_multilevel` runs coarse to fine and stops on convergence
+(the command line's default), sharing :class:`RefineOutput` and :class:`LevelRecord` with it.
 """
 
 from __future__ import annotations
@@ -16,19 +20,42 @@ import torch
 from monai_vmorph.data.keys import FIXED_IMAGE, MOVING_IMAGE
 from monai_vmorph.networks.nets.voxelmorph import RegistrationResult, VoxelMorph
 
-__all__ = ["RefineOutput", "refine_registration"]
+__all__ = ["LevelRecord", "RefineOutput", "refine_registration"]
+
+
+class LevelRecord(NamedTuple):
+    """What one level of :func:`~monai_vmorph.engines.refine_multilevel.refine_multilevel` did.
+
+    Attributes:
+        factor: the level's image downsampling factor (``1`` = the network grid).
+        steps: Adam steps taken.
+        initial_loss: the level's loss before its first step.
+        final_loss: the level's loss after its last step.
+        seconds: wall time of the level (setup included).
+        converged: whether it stopped on the convergence test rather than its step limit.
+    """
+
+    factor: int
+    steps: int
+    initial_loss: float
+    final_loss: float
+    seconds: float
+    converged: bool
 
 
 class RefineOutput(NamedTuple):
-    """Result of :func:`refine_registration`.
+    """Result of :func:`refine_registration` and :func:`~monai_vmorph.engines.refine_multilevel.refine_multilevel`.
 
     Attributes:
         result: the model's output for the refined field (tensors detached).
-        losses: the loss before the first step and after every step (``steps + 1`` values).
+        losses: the loss before the first step and after every step (``steps + 1`` values); for several levels,
+            each level's history one after the other.
+        levels: one :class:`LevelRecord` per level (empty for :func:`refine_registration`).
     """
 
     result: RegistrationResult
     losses: list[float]
+    levels: tuple[LevelRecord, ...] = ()
 
 
 def refine_registration(

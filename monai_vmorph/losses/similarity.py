@@ -2,7 +2,8 @@
 
 Both compare a warped moving image ``pred`` with the fixed image ``target``, two ``(B, C, *S)`` tensors with
 ``S = (H, W)`` or ``(D, H, W)``. Half-precision inputs are computed in float32 and the loss is returned in
-the inputs' (promoted) dtype.
+the inputs' (promoted) dtype. :func:`ncc_target_statistics` and :func:`local_ncc_to_target` compute the same
+local NCC with the fixed image's share precomputed and an analytic gradient, for instance optimisation.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Integral
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,7 +19,15 @@ from torch import nn
 from monai_vmorph.losses._box import box_sum, window_counts
 from monai_vmorph.losses._checks import check_image_pair, check_nonnegative, compute_dtypes
 
-__all__ = ["LocalNCCLoss", "MSELoss", "local_ncc", "mse"]
+__all__ = [
+    "LocalNCCLoss",
+    "MSELoss",
+    "NCCTargetStatistics",
+    "local_ncc",
+    "local_ncc_to_target",
+    "mse",
+    "ncc_target_statistics",
+]
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -168,3 +178,127 @@ class LocalNCCLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"window={self.window}, eps={self.eps}"
+
+
+class NCCTargetStatistics(NamedTuple):
+    """The fixed image's share of :func:`local_ncc`, computed once by :func:`ncc_target_statistics`.
+
+    Attributes:
+        target: ``(B, C, *S)`` the fixed image minus its per-(batch, channel) minimum ``b``, compute dtype.
+        offset: ``(B, C, 1, ...)`` that minimum ``b``.
+        target_sum: box sums ``S_J`` of ``target``.
+        target_var: ``J_var`` (clamped at 0).
+        counts: ``(1, 1, *S)`` in-volume voxels per window ``m``.
+        window: the window, one odd size per spatial axis.
+        eps: the denominator's ``eps``.
+        dtype: the loss's output dtype (the fixed image's).
+    """
+
+    target: torch.Tensor
+    offset: torch.Tensor
+    target_sum: torch.Tensor
+    target_var: torch.Tensor
+    counts: torch.Tensor
+    window: tuple[int, ...]
+    eps: float
+    dtype: torch.dtype
+
+
+def ncc_target_statistics(
+    target: torch.Tensor, window: int | Sequence[int] = 9, eps: float = 1e-5
+) -> NCCTargetStatistics:
+    """Precompute the fixed image's window statistics of :func:`local_ncc` for :func:`local_ncc_to_target`.
+
+    Instance optimisation evaluates the loss against one fixed image hundreds of times; its box sums
+    (``S_J``, ``S_JJ``) and variance do not change, so they are computed once here.
+
+    Args:
+        target: ``(B, C, *S)`` fixed image, floating point (2 or 3 spatial dims).
+        window: odd window size, one int for all axes or one per spatial axis.
+        eps: added to the denominator ``I_var * J_var``.
+
+    Returns:
+        :class:`NCCTargetStatistics` (detached: the target gets no gradient).
+
+    Raises:
+        ValueError: as :func:`local_ncc`.
+    """
+    ndim = check_image_pair(target, target)
+    window = _expand_window(_check_window(window), ndim)
+    eps = check_nonnegative(eps, "eps")
+    compute, out = compute_dtypes(target)
+    with torch.no_grad():
+        j = target.detach().to(compute)
+        b = j.amin(dim=tuple(range(2, j.dim())), keepdim=True)
+        j = j - b
+        s_j, s_jj = box_sum(torch.cat([j, j * j]), window).chunk(2)
+        n = float(math.prod(window))
+        m = window_counts(j.shape[2:], window, j.device, compute)
+        r = 1.0 - m / n
+        j_var = (s_jj - s_j * s_j / n + r * b * (2.0 * s_j + b * m)).clamp_min(0.0)
+    return NCCTargetStatistics(j, b, s_j, j_var, m, window, eps, out)
+
+
+class _LocalNCCToTarget(torch.autograd.Function):
+    """``-mean(cc)`` of :func:`local_ncc` against precomputed target statistics, with an analytic backward.
+
+    With ``D = I_var J_var + eps``: ``dcc/dcross = 2 cross / D`` and ``dcc/dI_var = -cross^2 J_var / D^2``
+    (0 where ``I_var`` was clamped); the chain rule through ``I_var`` and ``cross`` gives per-voxel
+    coefficients ``g_I, g_II, g_IJ`` of the sums ``S_I, S_II, S_IJ``, and as the zero-padded box sum is its own
+    adjoint, ``dL/dI = B(g_I) + 2 I B(g_II) + J B(g_IJ)``: three box sums forward and three backward, where
+    autograd through :func:`local_ncc` runs five and five plus every intermediate's backward.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, stats: NCCTargetStatistics) -> torch.Tensor:  # type: ignore[override]
+        window, j, b = stats.window, stats.target, stats.offset
+        i = pred.detach().to(j.dtype)
+        a = i.amin(dim=tuple(range(2, i.dim())), keepdim=True)
+        i = i - a
+        s_i, s_ii, s_ij = box_sum(torch.cat([i, i * i, i * j]), window).chunk(3)
+        n = float(math.prod(window))
+        m, s_j, j_var = stats.counts, stats.target_sum, stats.target_var
+        r = 1.0 - m / n
+        i_var_raw = s_ii - s_i * s_i / n + r * a * (2.0 * s_i + a * m)
+        i_var = i_var_raw.clamp_min(0.0)
+        cross = s_ij - s_i * s_j / n + r * (b * s_i + a * s_j + a * b * m)
+        denominator = i_var * j_var + stats.eps
+        cc = cross * cross / denominator
+        ctx.save_for_backward(i, a, s_i, i_var_raw, cross, denominator)
+        ctx.stats = stats
+        ctx.pred_dtype = pred.dtype
+        return cc.mean().neg()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        i, a, s_i, i_var_raw, cross, denominator = ctx.saved_tensors
+        stats = ctx.stats
+        j, b, s_j, j_var, m = stats.target, stats.offset, stats.target_sum, stats.target_var, stats.counts
+        n = float(math.prod(stats.window))
+        r = 1.0 - m / n
+        scale = -grad.to(i.dtype) / cross.numel()
+        g_cross = (2.0 * scale) * cross / denominator
+        g_var = torch.where(i_var_raw > 0, -scale * cross * cross * j_var / (denominator * denominator), 0.0)
+        g_i = g_var * (-2.0 / n * s_i + 2.0 * r * a) + g_cross * (r * b - s_j / n)
+        sums = box_sum(torch.cat([g_i, g_var, g_cross]), stats.window)
+        b_i, b_ii, b_ij = sums.chunk(3)
+        out = b_i + 2.0 * i * b_ii + j * b_ij
+        return out.to(ctx.pred_dtype), None
+
+
+def local_ncc_to_target(pred: torch.Tensor, stats: NCCTargetStatistics) -> torch.Tensor:
+    """:func:`local_ncc` of ``pred`` against the fixed image summarised by ``stats`` (same value, faster).
+
+    Args:
+        pred: ``(B, C, *S)`` warped moving image, the shape of the statistics' target.
+        stats: from :func:`ncc_target_statistics`.
+
+    Returns:
+        Scalar loss in ``stats.dtype`` promoted with ``pred``'s dtype; differentiable with respect to ``pred``.
+
+    Raises:
+        ValueError: when ``pred`` does not have the target's shape, or is not floating point.
+    """
+    check_image_pair(pred, stats.target)
+    out = torch.promote_types(pred.dtype, stats.dtype)
+    return _LocalNCCToTarget.apply(pred, stats).to(out)

@@ -8,7 +8,10 @@ Steps (each in one place):
 2. **Network grid** (:func:`monai_vmorph.io.network_grid`): both scans, normalised by :func:`normalise_intensity`,
    are resampled once (linear) onto the axis-aligned grid of the bundle's voxel size centred on the fixed scan;
    the moving one through its affine placement, so the network sees an affinely aligned pair.
-3. **Network** (and ``refine`` instance-optimisation steps): a voxel field ``u`` on that grid.
+3. **Network, then refinement**: a voxel field ``u`` on that grid from the network, refined for this pair by the
+   ``preset``'s coarse-to-fine instance optimisation (:func:`monai_vmorph.engines.refine_multilevel.refine_multilevel`;
+   ``"default"``: images at 1/4, 1/2 and full network resolution, each level stopped on convergence; ``"fast"``: the
+   network alone), then ``refine`` more single-level Adam steps if asked.
 4. **One transform back**: the whole transform ``T(p) = A @ N @ (q + u(q))`` with ``q = inv(N) @ p`` (``N`` the grid's
    affine) becomes one physical displacement at every native fixed voxel
    (:func:`monai_vmorph.io.native_displacement` with ``moving_net_affine = A @ N``); outside the network grid it is
@@ -26,6 +29,7 @@ import torch
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from monai_vmorph.engines.refine import refine_registration
+from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, RefinePreset, refine_multilevel
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
@@ -93,9 +97,10 @@ def register_pair(
     refine_lr: float = 0.05,
     moving_labels: NativeScan | None = None,
     fixed_labels: NativeScan | None = None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[..., None] | None = None,
     *,
     affine: str = "affine",
+    preset: str | RefinePreset = "default",
 ) -> PairResult:
     """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
 
@@ -107,14 +112,22 @@ def register_pair(
         refine_lr: their step size (voxels).
         moving_labels: label map on the moving grid, warped to ``warped_labels``.
         fixed_labels: label map on the fixed grid: Dice before, after the affine stage and after, in ``metrics``.
-        progress: ``progress(step, loss)`` after each refinement step.
+        progress: ``progress(step, loss, stage)`` after each refinement step (``step`` counts across the levels;
+            ``stage`` names the level, e.g. ``"level 2/3 (1/2)"``).
         affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
+        preset: the refinement after the network: a name in
+            :data:`~monai_vmorph.engines.refine_multilevel.REFINE_PRESETS` (``"default"``, ``"fast"`` = none) or a
+            :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset`.
 
     Returns:
         :class:`PairResult`; conventions of the steps in this module's docstring.
     """
     if affine not in AFFINE_MODES:
         raise UserError(f"affine mode {affine!r} is not one of {list(AFFINE_MODES)}")
+    if isinstance(preset, str):
+        if preset not in REFINE_PRESETS:
+            raise UserError(f"refinement preset {preset!r} is not one of {sorted(REFINE_PRESETS)}")
+        preset = REFINE_PRESETS[preset]
     start = time.perf_counter()
     metrics: dict = {}
     aligned = affine_register(fixed.array, fixed.affine, moving.array, moving.affine, mode=affine)
@@ -134,6 +147,23 @@ def register_pair(
         result = bundle.model(m, f)
         metrics["loss_network"] = float(bundle.loss(result, {"moving_image": m, "fixed_image": f}))
     metrics["seconds_network"] = time.perf_counter() - tick
+    if preset.levels:
+        tick = time.perf_counter()
+        done = [0]
+
+        def on_step(level: int, step: int, loss: float) -> None:
+            done[0] += 1
+            if progress is not None:
+                factor = preset.levels[level].factor
+                progress(done[0], loss, f"level {level + 1}/{len(preset.levels)} (1/{factor})")
+
+        refined = refine_multilevel(
+            bundle.model, m, f, bundle.loss, **preset.kwargs(), initial=result, callback=on_step
+        )
+        result = refined.result
+        metrics["loss_refined"] = refined.levels[-1].final_loss
+        metrics["refine_levels"] = [record._asdict() for record in refined.levels]
+        metrics["seconds_refine_levels"] = time.perf_counter() - tick
     if refine > 0:
         tick = time.perf_counter()
         refined = refine_registration(
