@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.errors import UserError
+from monai_vmorph.precision import PRECISIONS
 from monai_vmorph.runtime import keep_freed_memory
 
 __all__ = ["build_parser", "entry_point", "main"]
@@ -53,6 +54,12 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
         parser.add_argument("--bundle", help="bundle folder (default: the shipped brain bundle for 2D/3D inputs)")
         parser.add_argument("--weights", help="weights file (default: <bundle>/models/model.pt)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help="network precision: auto (bf16/fp16 where the device runs it natively, else fp32), fp32, bf16, "
+            "fp16 (default: the bundle's, auto)",
+        )
         parser.add_argument(
             "--refine",
             type=_non_negative_int,

@@ -91,11 +91,13 @@ def load_bundle_model(
     device: torch.device,
     bundle: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
+    precision: str | None = None,
 ) -> BundleModel:
     """Build the model of ``bundle`` (default: the shipped brain bundle of ``spatial_dims``) and load ``weights``.
 
     ``weights`` defaults to ``<bundle>/models/model.pt``; both the bundle's ``network_def`` format (keys
     ``model.…``) and a bare :class:`VoxelMorph` state dict are accepted. Loading uses ``weights_only=True``.
+    ``precision`` (``--precision``) replaces the bundle's ``precision`` key (see :mod:`monai_vmorph.precision`).
 
     Raises:
         CLIError: missing bundle/weights, weights that do not fit the model, a bundle for other dimensions.
@@ -110,6 +112,8 @@ def load_bundle_model(
     pixdim = parser.get_parsed_content("pixdim")
     if pixdim is None:
         raise CLIError(f"bundle {root} has no pixdim; set the network's voxel size in its configs/common.json")
+    if precision is not None:
+        parser["precision"] = precision
     model = parser.get_parsed_content("model")
     weights = Path(weights) if weights is not None else root / "models" / "model.pt"
     state = _load_state(weights)

@@ -103,7 +103,7 @@ def run_report(args: argparse.Namespace) -> None:
     ndim = check_same_dims(fixed, moving)
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, ["report.png"], overwrite=args.overwrite, inputs=[args.fixed, args.moving])
-    bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
+    bundle = load_bundle_model(ndim, device, args.bundle, args.weights, args.precision)
     callback, bar = refine_progress(args.refine, args.quiet)
     result = register_scans(fixed, moving, bundle, args.refine, args.refine_lr, progress=callback)
     if bar is not None:
