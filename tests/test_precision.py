@@ -295,3 +295,31 @@ def test_bundles_drive_the_model_and_the_grad_scaler(gpu):
         parser["device"] = "$torch.device('cuda')"
         gpu((7, 5))
         assert parser.get_parsed_content("amp", lazy=False) is True  # MONAI's GradScaler for float16 on CUDA
+
+
+def test_refinement_runs_the_network_at_its_precision_and_optimises_in_float32():
+    from monai_vmorph.engines.refine import refine_registration
+
+    net = _net(precision="bf16")
+    moving, fixed = _pair(16)
+    seen = []
+    net.backbone.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    out = refine_registration(net, moving, fixed, lambda r, t: (r.warped - t["fixed_image"]).square().mean(), steps=3)
+    assert seen == [torch.bfloat16]  # the network ran once, in bfloat16; the steps never call the backbone
+    assert all(t.dtype == torch.float32 for t in out.result if t is not None)
+    assert len(out.losses) == 4 and out.losses[-1] < out.losses[0]
+
+
+def test_batchnorm_backbone_trains_in_bf16_with_float32_statistics():
+    """The 2D bundle's BatchNorm UNet under autocast: BatchNorm takes bf16 activations, keeps float32 state."""
+    torch.manual_seed(0)
+    kwargs = {"backbone": "doubleconv", "backbone_kwargs": {"features": (4, 8)}, "integration_steps": 0}
+    net = VoxelMorph(2, int_downsize=1, precision="bf16", **kwargs).train()
+    moving, fixed = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    out = net(moving, fixed)
+    (out.warped - fixed).square().mean().backward()
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert out.ddf.dtype == torch.float32 and norms
+    for norm in norms:
+        assert norm.running_mean.dtype == norm.running_var.dtype == norm.weight.grad.dtype == torch.float32
+        assert norm.num_batches_tracked == 1 and torch.isfinite(norm.running_var).all()
