@@ -47,6 +47,14 @@ Methods:
 
 A method that cannot run (missing weights or package) gives a row "not available: <reason>".
 
+``--precision`` sets the network's precision (:mod:`monai_vmorph.precision`; default ``auto``); given several
+(``--precision fp32 bf16``), ``ours``/``ours+refine`` run once per precision (rows ``ours [bf16]``) and each task
+ends with a line comparing every precision with the first one, pair by pair: largest Dice and EPE difference,
+largest voxel-wise field difference (mm) and folding. ``--emulate`` runs ``bf16``/``fp16`` as float32 with the
+convolutions' operands and results rounded to that type
+(:func:`~monai_vmorph.precision.emulate_reduced_precision`), for CPUs without native bfloat16, where the real
+kernels are hundreds of times slower; seconds are then those of float32.
+
     python benchmarks/bench_accuracy.py                       # both tasks, all methods, 1 synthetic pair/subject
     python benchmarks/bench_accuracy.py --quick --methods identity sitk-demons   # smoke run
 
@@ -56,6 +64,8 @@ Needs ``pip install -e .[bench]`` for the ants-syn and elastix-bspline rows.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import functools
 import os
 import platform
@@ -79,6 +89,7 @@ from monai_vmorph.errors import UserError
 from monai_vmorph.io import affine_to_itk, itk_to_affine, read_itk_displacement, resample_displacement, warp_physical
 from monai_vmorph.metrics import endpoint_error, folding_fraction, label_dice, sdlogj
 from monai_vmorph.pipeline import BundleModel, NativeScan, read_scan
+from monai_vmorph.precision import PRECISIONS, emulate_reduced_precision, precision_dtype, resolve_precision
 from monai_vmorph.transforms import RandSyntheticPaird
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -124,6 +135,8 @@ class Settings:
     refine: int
     weights: str | None
     threads: int
+    precision: str = "auto"
+    emulate: bool = False
 
 
 # --------------------------------------------------------------------------------------------- conventions
@@ -262,17 +275,24 @@ class Ours(Method):
         if self.bundle is not None:
             return
 
+        precision = "fp32" if self._emulated else self.settings.precision
         try:
-            self.bundle = load_bundle_model(3, torch.device("cpu"), weights=self.settings.weights)
+            self.bundle = load_bundle_model(3, torch.device("cpu"), weights=self.settings.weights, precision=precision)
         except UserError as error:
             raise NotAvailable(str(error)) from None
+
+    @property
+    def _emulated(self) -> bool:
+        return self.settings.emulate and self.settings.precision in ("bf16", "fp16")
 
     def run(self, pair: Pair) -> torch.Tensor:
         from monai_vmorph.pipeline import register_pair
 
-        result = register_pair(
-            pair.fixed, pair.moving, self.bundle, refine=self.refine, affine=self.affine, preset=self.preset
-        )
+        emulation = emulate_reduced_precision(precision_dtype(self.settings.precision)) if self._emulated else None
+        with emulation or contextlib.nullcontext():
+            result = register_pair(
+                pair.fixed, pair.moving, self.bundle, refine=self.refine, affine=self.affine, preset=self.preset
+            )
         self.stages.append(
             {
                 "affine": result.metrics["seconds_affine"],
@@ -441,6 +461,10 @@ class ElastixBSpline(Method):
 
 
 def build_method(name: str, settings: Settings) -> Method:
+    """The method ``name``; ``ours [bf16]`` is ``ours`` at that precision."""
+    if name.endswith("]"):
+        name, precision = name[:-1].split(" [")
+        settings = dataclasses.replace(settings, precision=precision)
     if name in ("affine-only", "sitk-affine-demons"):
         base = {"Method": Method, "SitkDemons": SitkDemons, "on_fixed_grid": _on_fixed_grid}
         return task_a.make_methods(base)[name](settings)
@@ -479,10 +503,27 @@ def _mean_std(values: list[float], spec: str) -> str:
     return f"{statistics.fmean(values):{spec}} ± {std:{spec}}"
 
 
+def compare_precisions(pair: Pair, ddfs: dict[str, torch.Tensor], scores: dict[str, dict[str, float]]) -> dict:
+    """Differences of each ``name [precision]`` result from the same method at the first precision, on one pair."""
+    spacing = torch.as_tensor(np.linalg.norm(pair.fixed.affine[:3, :3], axis=0), dtype=torch.float32)
+    diffs = {}
+    for name, ddf in ddfs.items():
+        base = next(other for other in ddfs if other.split(" [")[0] == name.split(" [")[0])
+        if base == name:
+            continue
+        mm = ((ddf - ddfs[base]) * spacing.view(1, 3, 1, 1, 1)).norm(dim=1).max()
+        delta = {k: abs(scores[name][k] - scores[base][k]) for k in ("dice", "epe") if k in scores[name]}
+        extra = scores[name]["folding"] - scores[base]["folding"]
+        diffs[f"{name} vs {base}"] = {**delta, "field_mm": float(mm), "new_folding": extra}
+    return diffs
+
+
 def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> None:
     """Register every pair with every method, then print the task's Markdown table."""
     results: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
+    checks: dict[str, list[dict[str, float]]] = {}
     for pair in pairs:
+        ddfs: dict[str, torch.Tensor] = {}
         for name, method in methods.items():
             if isinstance(method, str):
                 continue
@@ -500,12 +541,17 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
                 print(f"# {note}")
             scores = {**evaluate(pair, ddf), "seconds": seconds}
             results[name].append(scores)
+            if name.endswith("]"):
+                ddfs[name] = ddf
             print(
                 f"# {TASKS[task]} {pair.name}: {name} Dice {scores['dice']:.4f}, folding {scores['folding']:.3f} %, "
                 f"{seconds:.1f} s",
                 file=sys.stderr,
                 flush=True,
             )
+        last = {name: rows[-1] for name, rows in results.items() if name in ddfs}
+        for key, diff in compare_precisions(pair, ddfs, last).items():
+            checks.setdefault(key, []).append(diff)
     synthetic = task == "S"
     print(f"\n## Task {task} ({TASKS[task]}), {len(pairs)} pair(s): " + "; ".join(p.name for p in pairs))
     extra = "EPE (mm)" if synthetic else "SDlogJ"
@@ -525,6 +571,13 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
             summary = method.stage_summary()
             if summary:
                 print(f"\n{name}, mean per pair: {summary}")
+    for key, diffs in checks.items():
+        epe = f"max |ΔEPE| {max(d['epe'] for d in diffs):.4f} mm, " if synthetic else ""
+        print(
+            f"# precision check, {key} over {len(diffs)} pair(s): max |ΔDice| {max(d['dice'] for d in diffs):.4f}, "
+            f"{epe}max voxel-wise |Δu| {max(d['field_mm'] for d in diffs):.4f} mm, "
+            f"largest change in folding {max(d['new_folding'] for d in diffs):+.4f} % of voxels"
+        )
 
 
 # --------------------------------------------------------------------------------------------- command line
@@ -557,6 +610,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic fields")
     parser.add_argument("--data", default=str(ROOT / "data" / "brain_3d"), help="Learn2Reg-style 3D dataset folder")
     parser.add_argument("--quick", action="store_true", help="smoke mode: 1 pair per task, few iterations")
+    parser.add_argument(
+        "--precision", nargs="+", choices=PRECISIONS, default=["auto"], help="network precision(s) of ours (auto)"
+    )
+    parser.add_argument("--emulate", action="store_true", help="emulate bf16/fp16 by rounding float32 convolutions")
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -573,6 +630,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if not Path(args.data).is_dir():
         parser.error(f"--data {args.data} is not a folder")
     args.methods = list(dict.fromkeys(args.methods))
+    args.precision = list(dict.fromkeys(args.precision))
+    if len(args.precision) > 1:  # one row per precision for the network methods
+        args.methods = [
+            f"{m} [{p}]" if m.startswith("ours") else m
+            for m in args.methods
+            for p in (args.precision if m.startswith("ours") else [None])
+        ]
     args.tasks = list(dict.fromkeys(args.tasks))
     return args
 
@@ -584,7 +648,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     warnings.filterwarnings("ignore", message="monai.networks.blocks.Warp")
-    settings = Settings(args.quick, 5 if args.quick else args.refine, args.weights, args.threads)
+    settings = Settings(
+        args.quick, 5 if args.quick else args.refine, args.weights, args.threads, args.precision[0], args.emulate
+    )
     try:
         dataset = learn2reg_datalist(args.data)
     except Exception as error:  # DataError: a one-line reason
@@ -593,6 +659,9 @@ def main(argv: list[str] | None = None) -> None:
     print(_machine_line(args.threads))
     given = sys.argv[1:] if argv is None else argv
     print("# command: python benchmarks/bench_accuracy.py " + " ".join(shlex.quote(a) for a in given))
+    resolved = ", ".join(f"{p} = {str(resolve_precision(p, 'cpu')).removeprefix('torch.')}" for p in args.precision)
+    emulated = " (bf16/fp16 emulated: float32 convolutions with rounded operands and results)" if args.emulate else ""
+    print(f"# network precision on this CPU: {resolved}{emulated}")
     methods: dict[str, Method | str] = {}
     for name in args.methods:
         method = build_method(name, settings)

@@ -5,6 +5,18 @@ Compares our ``VoxelMorph`` with MONAI's ``VoxelMorph`` and the official ``voxel
 32, 16, 16; 7 scaling-and-squaring steps; the field integrated at half resolution (MONAI: 3D only). Extra rows show our
 half-resolution UNet and channels-last variants.
 
+``--precision fp32 bf16 ...`` (default ``fp32``) adds a row per model and precision: ours through its own
+``precision`` argument (only the backbone autocast, :mod:`monai_vmorph.precision`), MONAI's and voxelmorph's inside
+``torch.autocast`` (what their users would write); ``auto`` is resolved for the device and shown (``auto=fp32``).
+Ratios are relative to MONAI's row at the first precision given.
+
+The FLOP floor: the convolution FLOPs of one forward pass are counted from the layer shapes (forward hooks on
+every convolution: ``2 * output elements * input channels / groups * kernel volume``; transposed convolutions
+from their input), a training step counted as 3x the forward (input gradient + weight gradient). The best rate of
+the same run, per precision, is the faster of the model's own heaviest convolution run alone and a 2048x2048 GEMM
+(``# rates`` line). ``floor`` columns give measured time / (FLOPs / best rate): 1.0 is the processor's limit for
+these convolutions.
+
 Each round runs every model once, in turn, so machine noise hits all of them alike; times are medians over
 rounds. Peak memory of two training steps (model, gradients, Adam state and activations) is measured in a fresh
 subprocess per model, above what the imports and inputs hold: on CUDA with ``torch.cuda.max_memory_allocated``, on
@@ -13,7 +25,7 @@ subprocess that only builds the inputs. Ratios are relative to MONAI's row (lowe
 list where MONAI's network cannot be configured exactly like the others.
 
     python benchmarks/bench_networks.py --size 64 64 64 --rounds 5
-    python benchmarks/bench_networks.py --sizes all --rounds 5 [--device cuda [--amp]]
+    python benchmarks/bench_networks.py --sizes all --rounds 5 [--device cuda] [--precision fp32 auto bf16]
 
 The voxelmorph row needs ``pip install -e .[bench]`` (voxelmorph 0.2: the 0.3 releases dropped ``VxmDense``);
 without it the row reads "not installed".
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import math
 import os
 import platform
 import statistics
@@ -42,6 +55,7 @@ from torch import nn
 
 from monai_vmorph.losses import gradient_loss, mse
 from monai_vmorph.networks import VoxelMorph
+from monai_vmorph.precision import PRECISIONS, needs_grad_scaler, precision_dtype, resolve_precision
 
 #: The paper's vxm-2 architecture, shared by every row.
 ENCODER = (16, 32, 32, 32)
@@ -100,7 +114,7 @@ class _VxmDense(nn.Module):
         return self.net(moving, fixed, registration=True)
 
 
-def _monai(size: tuple[int, ...]) -> nn.Module:
+def monai_matched(size: tuple[int, ...]) -> nn.Module:
     ndim = len(size)
     # MONAI's `channels` interleaves, from the top level down, the encoder conv and the decoder conv whose output
     # returns to that level; the last pair is the deepest encoder conv and the bottleneck conv (our decoder[0]).
@@ -115,7 +129,7 @@ def _monai(size: tuple[int, ...]) -> nn.Module:
     return MonaiVoxelMorph(backbone=backbone, integration_steps=STEPS, half_res=ndim == 3, spatial_dims=ndim)
 
 
-def _ours(half_res: bool, channels_last: bool) -> Callable[[tuple[int, ...]], nn.Module]:
+def ours_builder(half_res: bool, channels_last: bool) -> Callable[[tuple[int, ...]], nn.Module]:
     kwargs = {"encoder_channels": ENCODER, "decoder_channels": DECODER, "half_res": half_res}
     return lambda size: VoxelMorph(
         len(size),
@@ -129,12 +143,12 @@ def _ours(half_res: bool, channels_last: bool) -> Callable[[tuple[int, ...]], nn
 def _builders(vxm: ModuleType | None) -> dict[str, Callable[[tuple[int, ...]], nn.Module] | None]:
     """Model name -> builder from the spatial size (``None``: not available). MONAI comes first: the reference."""
     return {
-        REF: _monai,
+        REF: monai_matched,
         VXM: (lambda size: _VxmDense(vxm, size)) if vxm is not None else None,
-        "ours (matched)": _ours(False, False),
-        "ours, channels_last": _ours(False, True),
-        "ours, half_res UNet": _ours(True, False),
-        "ours, half_res UNet, channels_last": _ours(True, True),
+        "ours (matched)": ours_builder(False, False),
+        "ours, channels_last": ours_builder(False, True),
+        "ours, half_res UNet": ours_builder(True, False),
+        "ours, half_res UNet, channels_last": ours_builder(True, True),
     }
 
 
@@ -143,37 +157,125 @@ def _outputs(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) -> tuple
     return (out.warped, out.ddf) if hasattr(out, "warped") else (out[0], out[1])
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if not amp:
+def set_precision(net: nn.Module, precision: str) -> nn.Module:
+    """Ours takes ``precision`` itself; the others are wrapped in ``torch.autocast`` by :func:`_autocast`."""
+    if isinstance(net, VoxelMorph):
+        net.precision = precision
+    return net
+
+
+def _autocast(net: nn.Module, device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = resolve_precision(precision, device)
+    if isinstance(net, VoxelMorph) or dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _train_step(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, amp: bool) -> Callable[[], None]:
+def train_step_fn(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, precision: str) -> Callable[[], None]:
+    """One Adam step on MSE + smoothness, the loss in float32; float16 on CUDA with a gradient scaler."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(moving.device.type) if needs_grad_scaler(precision, moving.device) else None
 
     def step() -> None:
-        with _autocast(moving.device, amp):
+        with _autocast(net, moving.device, precision):
             warped, ddf = _outputs(net, moving, fixed)
         loss = mse(warped.float(), fixed) + 0.01 * gradient_loss(ddf.float(), penalty="l2")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     return step
 
 
-def _inference(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, amp: bool) -> Callable[[], None]:
+def inference_fn(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, precision: str) -> Callable[[], None]:
     def run() -> None:
-        with torch.inference_mode(), _autocast(moving.device, amp):
+        with torch.inference_mode(), _autocast(net, moving.device, precision):
             _outputs(net, moving, fixed)
 
     return run
+
+
+# ------------------------------------------------------------------------------------------------ FLOP floor
+def _conv_flops(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float:
+    """Multiply-adds x 2 of one convolution call, from its shapes."""
+    kernel = math.prod(module.kernel_size)
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return 2.0 * inputs[0].numel() * module.out_channels // module.groups * kernel
+    return 2.0 * output.numel() * module.in_channels // module.groups * kernel
+
+
+def count_conv_flops(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[float, tuple | None]:
+    """Convolution FLOPs of one forward pass, and (module, input shape) of the heaviest convolution call."""
+    calls: list[tuple[float, nn.Module, torch.Size]] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        calls.append((_conv_flops(module, inputs, output), module, inputs[0].shape))
+
+    convs = [m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        with torch.no_grad():
+            _outputs(net, moving, fixed)
+    finally:
+        for handle in handles:
+            handle.remove()
+    heaviest = max(calls, key=lambda c: c[0], default=None)
+    return sum(c[0] for c in calls), (heaviest[1], heaviest[2]) if heaviest else None
+
+
+def _rate(fn: Callable[[], object], flops: float, device: torch.device, budget: float = 2.0) -> float:
+    """Best GFLOP/s of ``fn`` (``flops`` per call) over repeated calls within about ``budget`` seconds."""
+    best = math.inf
+    fn()  # warm-up
+    sync(device)
+    spent = 0.0
+    for _ in range(20):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        took = time.perf_counter() - start
+        best, spent = min(best, took), spent + took
+        if spent > budget:
+            break
+    return flops / best / 1e9
+
+
+def measure_rates(heaviest: tuple | None, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """GFLOP/s of the model's heaviest convolution alone and of a square GEMM, in ``dtype`` (autocast)."""
+    rates = {}
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        n = 256  # small first: a GEMM without a native path for dtype (bfloat16 on AVX2) is ~1000x slower
+        a = torch.rand(n, n, device=device)
+        small = _rate(lambda: a @ a, 2.0 * n**3, device, budget=0.5)
+        n = 2048 if small > 5 else n
+        a = torch.rand(n, n, device=device)
+        rates[f"gemm {n}"] = _rate(lambda: a @ a, 2.0 * n**3, device)
+        if heaviest is not None:
+            module, shape = heaviest
+            x = torch.rand(shape, device=device).contiguous(memory_format=_memory_format_of(module))
+            flops = _conv_flops(module, (x,), module(x))
+            if flops / (rates[f"gemm {n}"] * 1e9) < 30:  # skip what would take minutes (no native path)
+                rates[f"conv {module.in_channels}->{module.out_channels}"] = _rate(lambda: module(x), flops, device)
+    return rates
+
+
+def _memory_format_of(module: nn.Module) -> torch.memory_format:
+    weight = module.weight
+    if weight.dim() == 5 and weight.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _inputs(size: tuple[int, ...], batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +301,7 @@ def _proc_status_kib(field: str) -> int:
     raise ValueError(f"no {field} in /proc/self/status")
 
 
-def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.device, amp: bool) -> None:
+def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.device, precision: str) -> None:
     """Run two training steps of one model (none for ``""``) and print its peak memory in bytes.
 
     Prints ``PEAK_BYTES n relative`` (memory above that of the inputs and imports) on CUDA and on Linux, where the
@@ -211,7 +313,7 @@ def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.de
     moving, fixed = _inputs(size, batch, device)
     base = 0
     if device.type == "cuda":
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     elif relative:
@@ -221,10 +323,10 @@ def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.de
         builder = _builders(vxm)[name]
         if builder is None:
             raise SystemExit(f"{name} is not available")
-        step = _train_step(builder(size).to(device).train(), moving, fixed, amp)
+        step = train_step_fn(set_precision(builder(size).to(device).train(), precision), moving, fixed, precision)
         for _ in range(2):  # the second step holds Adam's state as well
             step()
-        _sync(device)
+        sync(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     elif relative:
@@ -237,10 +339,10 @@ def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.de
     print(f"{PEAK_TAG} {peak} {'relative' if relative else 'absolute'}")
 
 
-def _peak_memory(name: str, size: tuple[int, ...], batch: int, device: str, amp: bool) -> tuple[int, bool] | None:
+def _peak_memory(name: str, size: tuple[int, ...], batch: int, device: str, precision: str) -> tuple[int, bool] | None:
     """(peak bytes, relative?) reported by a fresh subprocess running ``_memory_child``; ``None`` if it failed."""
     cmd = [sys.executable, os.path.abspath(__file__), "--size", *map(str, size), "--batch", str(batch)]
-    cmd += ["--device", device, "--memory-child", name, *(["--amp"] if amp else [])]
+    cmd += ["--device", device, "--memory-child", name, "--precision", precision]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in result.stdout.splitlines():
         if line.startswith(PEAK_TAG):
@@ -251,17 +353,19 @@ def _peak_memory(name: str, size: tuple[int, ...], batch: int, device: str, amp:
     return None
 
 
-def _peaks_mib(names: list[str], size: tuple[int, ...], batch: int, device: str, amp: bool) -> dict[str, float]:
-    """Peak training-step memory (MiB) of each model, one fresh subprocess each."""
-    peaks: dict[str, float] = {}
+def _peaks_mib(
+    rows: list[tuple[str, str]], size: tuple[int, ...], batch: int, device: str
+) -> dict[tuple[str, str], float]:
+    """Peak training-step memory (MiB) of each (model, precision), one fresh subprocess each."""
+    peaks: dict[tuple[str, str], float] = {}
     baseline: tuple[int, bool] | None = None
-    for name in names:
-        got = _peak_memory(name, size, batch, device, amp)
+    for name, precision in rows:
+        got = _peak_memory(name, size, batch, device, precision)
         if got is not None and not got[1]:  # absolute peak RSS: subtract a child that only builds the inputs
-            baseline = baseline or _peak_memory("", size, batch, device, amp)
+            baseline = baseline or _peak_memory("", size, batch, device, "fp32")
             got = None if baseline is None else (got[0] - baseline[0], True)
         if got is not None:
-            peaks[name] = got[0] / 2**20
+            peaks[(name, precision)] = got[0] / 2**20
     return peaks
 
 
@@ -284,58 +388,95 @@ def _ratio(value: float | None, ref: float | None) -> str:
     return "—" if value is None or ref is None or ref <= 0 else f"{value / ref:.2f}"
 
 
+def _label(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    dtype = resolve_precision(precision, device)
+    return "auto=" + next(p for p in PRECISIONS[1:] if precision_dtype(p) == dtype)
+
+
 def bench(
     size: tuple[int, ...],
     batch: int,
     rounds: int,
     device: torch.device,
-    amp: bool,
+    precisions: list[str],
     memory: bool,
     vxm: ModuleType | None,
 ) -> None:
-    """Time every model at one size and print the Markdown table."""
+    """Time every model at every precision at one size and print the Markdown table."""
     moving, fixed = _inputs(size, batch, device)
-    tasks: dict[str, tuple[int, Callable[[], None], Callable[[], None]] | None] = {}
+    Task = tuple[int, Callable[[], None], Callable[[], None], float]
+    tasks: dict[tuple[str, str], Task | None] = {}
+    heaviest: dict[str, tuple] = {}
     for name, builder in _builders(vxm).items():
-        if builder is None:
-            tasks[name] = None
-            continue
-        net = builder(size).to(device)
-        params = sum(p.numel() for p in net.parameters())
-        tasks[name] = (params, _train_step(net.train(), moving, fixed, amp), _inference(net, moving, fixed, amp))
+        for precision in precisions:
+            if builder is None:
+                tasks[(name, precision)] = None
+                continue
+            net = set_precision(builder(size).to(device), precision)
+            params = sum(p.numel() for p in net.parameters())
+            flops, heavy = count_conv_flops(net.eval(), moving, fixed)
+            if heavy is not None and (name == REF or name not in heaviest):
+                heaviest[name] = heavy
+            train = train_step_fn(net.train(), moving, fixed, precision)
+            tasks[(name, precision)] = (params, train, inference_fn(net, moving, fixed, precision), flops)
 
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str, str], list[float]] = {}
     for round_ in range(rounds + 1):
-        for name, task in tasks.items():
+        for key, task in tasks.items():
             if task is None:
                 continue
             for kind, fn in (("train", task[1]), ("infer", task[2])):
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 fn()
-                _sync(device)
+                sync(device)
                 if round_ > 0:  # round 0 warms up
-                    times.setdefault((name, kind), []).append(time.perf_counter() - start)
+                    times.setdefault((*key, kind), []).append(time.perf_counter() - start)
 
-    runnable = [name for name, task in tasks.items() if task is not None]
-    peaks = _peaks_mib(runnable, size, batch, str(device), amp) if memory else {}
+    # the best convolution / GEMM rate of this run, per dtype, on the heaviest convolution of MONAI's and ours
+    best: dict[torch.dtype, float] = {}
+    lines = []
+    for dtype in dict.fromkeys(resolve_precision(p, device) for p in precisions):
+        rates: dict[str, float] = {}
+        for name in (REF, "ours (matched)"):
+            if name in heaviest:
+                rates.update(measure_rates(heaviest[name], device, dtype))
+        best[dtype] = max(rates.values())
+        lines.append(f"{str(dtype).removeprefix('torch.')}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
 
-    def med(name: str, kind: str) -> float | None:
-        return statistics.median(times[(name, kind)]) if (name, kind) in times else None
+    runnable = [key for key, task in tasks.items() if task is not None]
+    peaks = _peaks_mib(runnable, size, batch, str(device)) if memory else {}
 
+    def med(key: tuple[str, str], kind: str) -> float | None:
+        return statistics.median(times[(*key, kind)]) if (*key, kind) in times else None
+
+    def floor(key: tuple[str, str], kind: str, flops: float) -> str:
+        measured, rate = med(key, kind), best[resolve_precision(key[1], device)]
+        return _ratio(measured, flops * (3 if kind == "train" else 1) / (rate * 1e9))
+
+    ref = (REF, precisions[0])
     shape = "x".join(map(str, size))
-    print(f"\n## {len(size)}D {shape}, batch {batch}, {device.type}{' AMP bf16' if amp else ''}")
+    labels = ", ".join(_label(p, device) for p in precisions)
+    print(f"\n## {len(size)}D {shape}, batch {batch}, {device.type}, {labels}")
     print(f"# input {batch}x1x{shape}, median of {rounds} rounds")
-    print("| model | params | train step (s) | ratio | inference (s) | ratio | peak train memory (MiB) | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, task in tasks.items():
+    print("# rates (GFLOP/s, best of the run): " + "; ".join(lines))
+    print(
+        "| model | params | train step (s) | ratio | inference (s) | ratio | peak train memory (MiB) | ratio "
+        "| conv GFLOP (forward) | train / floor | inference / floor |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, task in tasks.items():
+        name = key[0] if len(precisions) == 1 else f"{key[0]} [{_label(key[1], device)}]"
         if task is None:
-            print(f"| {name} | {NOT_INSTALLED} | — | — | — | — | — | — |")
+            print(f"| {name} | {NOT_INSTALLED} | — | — | — | — | — | — | — | — | — |")
             continue
-        t, i, m = med(name, "train"), med(name, "infer"), peaks.get(name)
+        t, i, m = med(key, "train"), med(key, "infer"), peaks.get(key)
         print(
-            f"| {name} | {task[0]:,} | {_fmt(t, '.3f')} | {_ratio(t, med(REF, 'train'))} | {_fmt(i, '.3f')} | "
-            f"{_ratio(i, med(REF, 'infer'))} | {_fmt(m, '.1f')} | {_ratio(m, peaks.get(REF))} |"
+            f"| {name} | {task[0]:,} | {_fmt(t, '.3f')} | {_ratio(t, med(ref, 'train'))} | {_fmt(i, '.3f')} | "
+            f"{_ratio(i, med(ref, 'infer'))} | {_fmt(m, '.1f')} | {_ratio(m, peaks.get(ref))} | "
+            f"{task[3] / 1e9:.1f} | {floor(key, 'train', task[3])} | {floor(key, 'infer', task[3])} |"
         )
 
 
@@ -351,7 +492,13 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[tuple
     parser.add_argument("--batch", type=int, help="batch size with --size (default 1)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["fp32"],
+        help="one row per model and precision (default fp32); auto is resolved for the device",
+    )
     parser.add_argument(
         "--memory", action=argparse.BooleanOptionalAction, default=True, help="measure peak memory (subprocesses)"
     )
@@ -379,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="torch.meshgrid")  # voxelmorph 0.2's SpatialTransformer
     device = torch.device(args.device)
     if args.memory_child is not None:
-        _memory_child(args.memory_child, *runs[0], device, args.amp)
+        _memory_child(args.memory_child, *runs[0], device, args.precision[0])
         return
     vxm, vxm_status = _load_voxelmorph()
     print(_machine_line(device, vxm_status if vxm is not None else f"voxelmorph {NOT_INSTALLED}"))
@@ -388,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     for note in NOTES:
         print(f"# note: {note}")
     for size, batch in runs:
-        bench(size, batch, args.rounds, device, args.amp, args.memory, vxm)
+        bench(size, batch, args.rounds, device, list(dict.fromkeys(args.precision)), args.memory, vxm)
 
 
 if __name__ == "__main__":

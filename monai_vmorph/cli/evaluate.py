@@ -61,7 +61,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, ["metrics.csv", "summary.json"], overwrite=args.overwrite, inputs=[args.pairs])
     first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")
-    bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights)
+    bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights, args.precision)
     rows = []
     bar = None
     if not args.quiet:

@@ -168,7 +168,7 @@ def run_learn2reg(args: argparse.Namespace) -> None:
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, [*names, "metrics.json"], overwrite=args.overwrite, inputs=[json_path])
     first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")
-    bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights)
+    bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights, args.precision)
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm

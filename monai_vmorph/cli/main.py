@@ -20,6 +20,7 @@ from pathlib import Path
 from monai_vmorph import __version__
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.errors import UserError
+from monai_vmorph.precision import PRECISIONS
 from monai_vmorph.runtime import keep_freed_memory
 
 __all__ = ["build_parser", "check_inputs", "entry_point", "main"]
@@ -100,6 +101,12 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, quiet: str = "p
             "--fast",
             action="store_true",
             help="the network alone, without the default coarse-to-fine refinement (about 3x faster, less accurate)",
+        )
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help="network precision: auto (bf16/fp16 where the device runs it natively, else fp32), fp32, bf16, "
+            "fp16 (default: the bundle's, auto)",
         )
         parser.add_argument(
             "--refine",

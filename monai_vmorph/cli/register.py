@@ -65,7 +65,7 @@ def run_register(args: argparse.Namespace) -> None:
     names += ["warped_labels.nii.gz"] if moving_labels else []
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.weights]
     outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
-    bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
+    bundle = load_bundle_model(ndim, device, args.bundle, args.weights, args.precision)
 
     callback, bar = refine_progress(args)
     result = register_pair(

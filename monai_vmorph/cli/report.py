@@ -196,7 +196,7 @@ def run_report(args: argparse.Namespace) -> None:
     device = parse_device(args.device)
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels]
     outputs = OutputSet(args.out_dir, ["report.png"], overwrite=args.overwrite, inputs=inputs)
-    bundle = load_bundle_model(ndim, device, args.bundle, args.weights)
+    bundle = load_bundle_model(ndim, device, args.bundle, args.weights, args.precision)
     callback, bar = refine_progress(args)
     result = register_pair(
         fixed,

@@ -82,11 +82,13 @@ def load_bundle_model(
     device: torch.device,
     bundle: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
+    precision: str | None = None,
 ) -> BundleModel:
     """Build the model of ``bundle`` (default: the shipped brain bundle of ``spatial_dims``) and load ``weights``.
 
     ``weights`` defaults to ``<bundle>/models/model.pt``; both the bundle's ``network_def`` format (keys
     ``model.…``) and a bare :class:`VoxelMorph` state dict are accepted. Loading uses ``weights_only=True``.
+    ``precision`` (``--precision``) replaces the bundle's ``precision`` key (see :mod:`monai_vmorph.precision`).
 
     Raises:
         UserError: missing bundle/weights, weights that do not fit the model, a bundle for other dimensions.
@@ -95,6 +97,8 @@ def load_bundle_model(
     if not root.is_dir():
         raise UserError(f"--bundle {root} is not a folder; give a bundle folder such as bundles/voxelmorph_brain_3d")
     parser = _read_config(root)
+    if precision is not None:
+        parser["precision"] = precision
     dims = int(parser.get_parsed_content("spatial_dims"))
     if dims != spatial_dims:
         raise UserError(f"bundle {root.name} registers {dims}D images but the inputs are {spatial_dims}D")

@@ -16,6 +16,7 @@ from monai_vmorph.networks.blocks.resize import resize_field
 from monai_vmorph.networks.blocks.warp import _MODES, _check_mode, _check_padding_mode, _warp
 from monai_vmorph.networks.nets.double_conv_unet import DoubleConvUNet
 from monai_vmorph.networks.nets.voxelmorph_unet import VoxelMorphUNet
+from monai_vmorph.precision import backbone_autocast, check_precision, full_precision
 from monai_vmorph.validation import (
     check_finite,
     check_floating,
@@ -80,6 +81,12 @@ class VoxelMorph(nn.Module):
         channels_last: run the backbone in channels-last memory format (``channels_last_3d`` in 3D), which makes
             oneDNN/cuDNN convolutions faster (about 15-25 % per training step on CPU, see ``BENCHMARKS.md``);
             results are the same up to float rounding.
+        precision: the backbone's precision, one of :data:`monai_vmorph.precision.PRECISIONS`: ``"auto"``
+            (bfloat16 autocast on CPUs and GPUs with native bfloat16, float16 on older tensor-core GPUs, float32
+            elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``; see :mod:`monai_vmorph.precision`. Only the backbone
+            is autocast: its field is cast back to the input's dtype and integration, resizing and warping run in
+            full precision (also inside a caller's ``torch.autocast``), so every result has the input's dtype.
+            A plain attribute, it can be changed after construction (``net.precision = "fp32"``).
 
     Example::
 
@@ -103,6 +110,7 @@ class VoxelMorph(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         check_inputs: bool = True,
         channels_last: bool = False,
+        precision: str = "auto",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -135,6 +143,16 @@ class VoxelMorph(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.backbone.to(memory_format=self._memory_format)
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        """The backbone's precision (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``), resolved per device at call."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = check_precision(value)
 
     @property
     def _memory_format(self) -> torch.memory_format:
@@ -187,14 +205,17 @@ class VoxelMorph(nn.Module):
         x = torch.cat([moving, fixed], dim=1)
         if any(pad):
             x = F.pad(x, pad)
-        field = self.backbone(x.contiguous(memory_format=self._memory_format))
+        with backbone_autocast(self._precision, x.device):
+            field = self.backbone(x.contiguous(memory_format=self._memory_format))
         stride = int(getattr(self.backbone, "output_stride", 1))
         expected = (x.shape[0], self.spatial_dims, *(n // stride for n in padded_shape))
         if tuple(field.shape) != expected:
             raise ValueError(f"the backbone must return a field of shape {expected}, got {tuple(field.shape)}.")
 
         int_shape = tuple(n // self.int_downsize for n in padded_shape)
-        return self.from_velocity(moving, fixed, resize_field(field, int_shape))
+        with full_precision(x.device):
+            velocity = resize_field(field.to(moving.dtype), int_shape)
+        return self.from_velocity(moving, fixed, velocity)
 
     def padded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The grid the backbone runs on for an input of spatial ``shape``: padded up to ``pad_divisor``."""
@@ -203,7 +224,8 @@ class VoxelMorph(nn.Module):
     def from_velocity(self, moving: torch.Tensor, fixed: torch.Tensor, velocity: torch.Tensor) -> RegistrationResult:
         """The result the model gives for the field ``velocity``, without running the backbone.
 
-        This is the differentiable tail of :meth:`forward` (integrate, resample, crop, warp); instance
+        This is the differentiable tail of :meth:`forward` (integrate, resample, crop, warp), always in the
+        precision of its inputs (autocast off, whatever :attr:`precision` says); instance
         optimisation (:func:`monai_vmorph.engines.refine_registration`) optimises ``velocity`` through it.
 
         Args:
@@ -217,12 +239,13 @@ class VoxelMorph(nn.Module):
         expected = (moving.shape[0], self.spatial_dims, *(n // self.int_downsize for n in padded_shape))
         if tuple(velocity.shape) != expected:
             raise ValueError(f"velocity must have shape {expected} for this input, got {tuple(velocity.shape)}.")
-        ddf = self._to_ddf(velocity, padded_shape, shape)
-        warped = _warp(moving, ddf, self.mode, self.padding_mode)
-        if not self.bidirectional:
-            return RegistrationResult(warped=warped, ddf=ddf, velocity=velocity)
-        inverse_ddf = self._to_ddf(-velocity, padded_shape, shape)
-        warped_fixed = _warp(fixed, inverse_ddf, self.mode, self.padding_mode)
+        with full_precision(velocity.device):
+            ddf = self._to_ddf(velocity, padded_shape, shape)
+            warped = _warp(moving, ddf, self.mode, self.padding_mode)
+            if not self.bidirectional:
+                return RegistrationResult(warped=warped, ddf=ddf, velocity=velocity)
+            inverse_ddf = self._to_ddf(-velocity, padded_shape, shape)
+            warped_fixed = _warp(fixed, inverse_ddf, self.mode, self.padding_mode)
         return RegistrationResult(warped, ddf, velocity, warped_fixed, inverse_ddf)
 
     def _to_ddf(self, velocity: torch.Tensor, padded_shape: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
@@ -237,5 +260,5 @@ class VoxelMorph(nn.Module):
         return (
             f"spatial_dims={self.spatial_dims}, integration_steps={self.integration_steps}, "
             f"int_downsize={self.int_downsize}, bidirectional={self.bidirectional}, pad_divisor={self.pad_divisor}, "
-            f"channels_last={self.channels_last}"
+            f"channels_last={self.channels_last}, precision={self._precision!r}"
         )
