@@ -13,11 +13,11 @@ import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import preset_of
+from monai_vmorph.cli.register import preset_of, register_listed_pair
 from monai_vmorph.data.datalists import csv_pairs
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
+from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_NAME
 from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
-from monai_vmorph.pipeline import OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
+from monai_vmorph.pipeline import OutputSet, load_bundle_model, read_scan
 
 __all__ = ["read_pairs", "run_evaluate", "summarise"]
 
@@ -69,24 +69,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
         bar = tqdm(total=len(pairs), desc="pairs", unit="pair", file=sys.stderr)
     for index, pair in enumerate(pairs):
-        fixed = first if index == 0 else read_scan(pair[FIXED_IMAGE], "fixed image")
-        moving = read_scan(pair[MOVING_IMAGE], "moving image")
-        moving_labels = read_scan(pair[MOVING_LABEL], "moving label", labels=True) if pair.get(MOVING_LABEL) else None
-        fixed_labels = read_scan(pair[FIXED_LABEL], "fixed label", labels=True) if pair.get(FIXED_LABEL) else None
-        if moving_labels is None or fixed_labels is None:
-            moving_labels = fixed_labels = None
-        check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
-        result = register_pair(
-            fixed,
-            moving,
-            bundle,
-            args.refine,
-            args.refine_lr,
-            moving_labels,
-            fixed_labels,
-            affine=args.affine,
-            preset=preset_of(args),
-        )
+        fixed, moving, _, _, result = register_listed_pair(pair, first, bundle, args, first if index == 0 else None)
         row = {
             "moving": pair.get(MOVING_NAME, moving.path.name),
             "fixed": pair.get(FIXED_NAME, fixed.path.name),

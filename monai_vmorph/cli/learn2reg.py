@@ -29,18 +29,16 @@ import numpy as np
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import preset_of
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.cli.register import preset_of, register_listed_pair
+from monai_vmorph.data.keys import FIXED_IMAGE, MOVING_IMAGE
 from monai_vmorph.data.learn2reg import find_learn2reg_json, learn2reg_datalist
 from monai_vmorph.metrics.learn2reg import learn2reg_dice, learn2reg_hd95, learn2reg_sdlogj, learn2reg_warp_labels
 from monai_vmorph.pipeline import (
     NativeScan,
     OutputSet,
-    check_same_dims,
     load_bundle_model,
     nifti_like,
     read_scan,
-    register_pair,
 )
 
 __all__ = ["learn2reg_case", "learn2reg_displacement", "learn2reg_field_name", "run_learn2reg"]
@@ -108,20 +106,6 @@ def learn2reg_displacement(displacement: np.ndarray, fixed_affine: np.ndarray, m
     return out
 
 
-def _labels_of(pair: dict, fixed: NativeScan, moving: NativeScan) -> tuple[NativeScan | None, NativeScan | None]:
-    if not (pair.get(MOVING_LABEL) and pair.get(FIXED_LABEL)):
-        return None, None
-    moving_labels = read_scan(pair[MOVING_LABEL], "moving label", labels=True)
-    fixed_labels = read_scan(pair[FIXED_LABEL], "fixed label", labels=True)
-    for labels, image in ((moving_labels, moving), (fixed_labels, fixed)):
-        if labels.array.shape != image.array.shape:
-            raise CLIError(
-                f"label map {labels.path} has shape {labels.array.shape} but its image {image.path} has "
-                f"{image.array.shape}; fix the dataset"
-            )
-    return moving_labels, fixed_labels
-
-
 def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -178,21 +162,8 @@ def run_learn2reg(args: argparse.Namespace) -> None:
     records, ours = [], []
     with outputs:
         for index, (pair, name) in enumerate(zip(pairs, names, strict=True)):
-            fixed = first if index == 0 else read_scan(pair[FIXED_IMAGE], "fixed image")
-            moving = read_scan(pair[MOVING_IMAGE], "moving image")
-            moving_labels, fixed_labels = _labels_of(pair, fixed, moving)
-            check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
-            result = register_pair(
-                fixed,
-                moving,
-                bundle,
-                args.refine,
-                args.refine_lr,
-                moving_labels,
-                fixed_labels,
-                affine=args.affine,
-                preset=preset_of(args),
-            )
+            listed = register_listed_pair(pair, first, bundle, args, first if index == 0 else None)
+            fixed, moving, moving_labels, fixed_labels, result = listed
             field = learn2reg_displacement(result.displacement, fixed.affine, moving.affine)
             stored = field.astype(np.float16 if args.format == "npz" else np.float32)
             if args.format == "npz":

@@ -6,13 +6,24 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.io import write_itk_affine, write_itk_displacement
-from monai_vmorph.pipeline import NativeScan, OutputSet, check_same_dims, load_bundle_model, read_scan, register_pair
+from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.pipeline import (
+    BundleModel,
+    NativeScan,
+    OutputSet,
+    PairResult,
+    check_same_dims,
+    load_bundle_model,
+    read_scan,
+    register_pair,
+)
 
-__all__ = ["preset_of", "refine_progress", "run_register"]
+__all__ = ["ListedPair", "preset_of", "refine_progress", "register_listed_pair", "run_register"]
 
 
 def preset_of(args: argparse.Namespace) -> str:
@@ -40,6 +51,47 @@ def refine_progress(args: argparse.Namespace, desc: str = "refine") -> tuple[Cal
         bar.set_postfix(loss=f"{loss:.4f}")
 
     return callback, bar
+
+
+class ListedPair(NamedTuple):
+    """A registered pair of a datalist: its scans (labels ``None`` unless both are listed) and the result."""
+
+    fixed: NativeScan
+    moving: NativeScan
+    moving_labels: NativeScan | None
+    fixed_labels: NativeScan | None
+    result: PairResult
+
+
+def register_listed_pair(
+    pair: dict, first: NativeScan, bundle: BundleModel, args: argparse.Namespace, fixed: NativeScan | None = None
+) -> ListedPair:
+    """Read one pair of a datalist (labels only when both are listed) and register it with the command's options.
+
+    ``first`` is the first pair's fixed scan (every pair must share its dimensionality); ``fixed`` the pair's fixed
+    scan when already read.
+    """
+    fixed = fixed if fixed is not None else read_scan(pair[FIXED_IMAGE], "fixed image")
+    moving = read_scan(pair[MOVING_IMAGE], "moving image")
+    moving_labels = fixed_labels = None
+    if pair.get(MOVING_LABEL) and pair.get(FIXED_LABEL):
+        moving_labels = read_scan(pair[MOVING_LABEL], "moving label", labels=True)
+        fixed_labels = read_scan(pair[FIXED_LABEL], "fixed label", labels=True)
+        _check_labels(moving_labels, moving, "moving label")
+        _check_labels(fixed_labels, fixed, "fixed label")
+    check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
+    result = register_pair(
+        fixed,
+        moving,
+        bundle,
+        args.refine,
+        args.refine_lr,
+        moving_labels,
+        fixed_labels,
+        affine=args.affine,
+        preset=preset_of(args),
+    )
+    return ListedPair(fixed, moving, moving_labels, fixed_labels, result)
 
 
 def _check_labels(labels: NativeScan | None, image: NativeScan, role: str) -> None:

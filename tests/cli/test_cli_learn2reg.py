@@ -96,7 +96,7 @@ def translation_pipeline(monkeypatch):
         displacement = np.broadcast_to(TRANSLATION, (*fixed.array.shape, 3)).astype(np.float32)
         return SimpleNamespace(displacement=displacement, metrics={"folding_percent": 0.0, "sdlogj": 0.0})
 
-    monkeypatch.setattr("monai_vmorph.cli.learn2reg.register_pair", register)
+    monkeypatch.setattr("monai_vmorph.cli.register.register_pair", register)
     monkeypatch.setattr("monai_vmorph.cli.learn2reg.load_bundle_model", lambda *a: SimpleNamespace(weights=Path("w")))
 
 
