@@ -91,7 +91,7 @@ def translation_pipeline(monkeypatch):
     """The command with a registration that returns the known translation (and no model to load)."""
 
     def register(
-        fixed, moving, bundle, refine, refine_lr, moving_labels=None, fixed_labels=None, progress=None, affine="affine"
+        fixed, moving, bundle, refine, refine_lr, moving_labels=None, fixed_labels=None, progress=None, **options
     ):
         displacement = np.broadcast_to(TRANSLATION, (*fixed.array.shape, 3)).astype(np.float32)
         return SimpleNamespace(displacement=displacement, metrics={"folding_percent": 0.0, "sdlogj": 0.0})
