@@ -207,7 +207,11 @@ class RegistrationCheckpointer:
         trainer when resuming is on and the file exists."""
         if idist.get_rank() == 0 and self._lock is None:
             self._lock = FolderLock(self.ckpt_dir)
-        self.check_folder()
+        try:
+            self.check_folder()
+        except UserError:
+            self.release()
+            raise
         if not (self.resume_enabled and self.last_path.is_file()):
             return
         state = load_checkpoint(self.last_path)

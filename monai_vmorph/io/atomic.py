@@ -256,7 +256,9 @@ def check_nifti(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -
     try:
         image = nib.load(str(path))
         header = image.header
-        needed = int(header["vox_offset"]) + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
+        offset = getattr(image.dataobj, "offset", None)
+        offset = int(header["vox_offset"]) if offset is None else int(offset)
+        needed = offset + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
     except Exception as error:  # nibabel raises several types for unreadable files
         raise ValueError(f"{path} has no readable NIfTI header ({error})") from None
     if shape is not None and tuple(image.shape) != tuple(shape):
