@@ -59,7 +59,12 @@ _REASONS = {
 
 
 class OutputWriteError(UserError):
-    """A file could not be written completely (disk full, size limit, permissions…); nothing was left behind."""
+    """A file could not be written completely (disk full, size limit, permissions…); nothing was left behind.
+
+    ``reason`` holds the cause in a few words, e.g. ``"no space left on device"``.
+    """
+
+    reason: str = "the write failed"
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -127,7 +132,9 @@ def _reason(error: OSError | None, path: Path, captured: str = "") -> str:
 
 
 def _failure(name: str, folder: Path, reason: str) -> OutputWriteError:
-    return OutputWriteError(f"{reason} writing {name} in {folder}; free some space or choose another output folder")
+    error = OutputWriteError(f"{reason} writing {name} in {folder}; free some space or choose another output folder")
+    error.reason = reason
+    return error
 
 
 @contextlib.contextmanager
@@ -180,6 +187,9 @@ def write_file(
     except OSError as error:
         path.unlink(missing_ok=True)
         raise _failure(name, path.parent, _reason(error, path)) from None
+    except OutputWriteError as error:  # a verified writer writing our temporary file: name the real file
+        path.unlink(missing_ok=True)
+        raise _failure(name, path.parent, getattr(error, "reason", str(error))) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -175,13 +175,13 @@ def _run_limited(name, command, files, limit, **config):
 
 @pytest.mark.slow
 def test_inference_on_a_full_disk_is_one_line_and_leaves_no_output(bundle, tmp_path):
-    """The shipped weights register the tiny pairs; every written file is cut at 20 kB (the 32-voxel field is
-    larger): exit 2, one line naming the file, and no output folder."""
+    """The shipped weights register the tiny pairs; every written file is cut at 2 kB (the pair's compressed field
+    and images are larger): exit 2, one line naming the file, and no output folder."""
     name, dataset_dir = bundle
     out = tmp_path / "inference"
     config = {"bundle_root": str(ROOT / "bundles" / name), "dataset_dir": str(dataset_dir)}
     config.update({"spatial_size": [SIZE] * BUNDLES[name][0], "output_dir": str(out)})
-    line = _one_error_line(_run_limited(name, "run inferring", INFER, 20_000, **config))
+    line = _one_error_line(_run_limited(name, "run inferring", INFER, 2_000, **config))
     assert re.fullmatch(
         rf"error: file size limit exceeded \(ulimit -f\) writing s1_0000_to_s0_0000_\w+\.nii\.gz in {out}; "
         r"free some space or choose another output folder",
