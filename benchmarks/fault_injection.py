@@ -113,13 +113,17 @@ def _reference(work: Path, max_epochs: int) -> tuple[float, float]:
 
 
 def _check_resumed(text: str, last: Path, epoch: int, max_epochs: int) -> bool:
-    """A run that reached its trainer resumed from ``epoch`` (or started fresh when nothing was saved)."""
-    if not STARTED.search(text):
-        return True  # stopped during start-up, before the checkpoint is read
+    """The run continued from ``epoch``, the epoch its ``last.pt`` held when it started: its resume message (logged
+    once the trainer started) names that epoch, and the first epoch it completed is the next one."""
     resumed = re.search(rf"resumed from {re.escape(str(last))} at epoch (\d+) of {max_epochs}", text)
+    completed = re.search(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", text)
     if epoch == 0:
-        return resumed is None
-    return resumed is not None and int(resumed.group(1)) == epoch
+        return resumed is None and (completed is None or int(completed.group(1)) == 1)
+    if completed is not None and resumed is None:
+        return False
+    return (resumed is None or int(resumed.group(1)) == epoch) and (
+        completed is None or int(completed.group(1)) == epoch + 1
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append(f"{run.log.name}: Ctrl-C without the one-line 'interrupted at epoch' message")
             if "Traceback" in text:
                 problems.append(f"{run.log.name}: Ctrl-C printed a traceback")
-        if STARTED.search(text):
+        if "resumed from" in text or re.search(r"SupervisedTrainer - INFO - Epoch\[", text):
             resumed_checked += 1
         if not _check_resumed(text, models / "last.pt", epoch, args.max_epochs):
             problems.append(f"{run.log.name}: did not resume from epoch {epoch}")
