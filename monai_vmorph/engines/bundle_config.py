@@ -18,6 +18,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 from ignite.engine import Engine
 
 from monai_vmorph.data.keys import FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
@@ -243,6 +244,15 @@ def check_inference_outputs(
     return True
 
 
+def _saved_epoch(path: os.PathLike) -> int | None:
+    """The epoch a ``last.pt`` holds (memory-mapped: its tensors are not read), or ``None`` if it has none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["trainer"]
+        return int(state["iteration"]) // int(state["epoch_length"])
+    except Exception:  # missing or unreadable: nothing saved that a rerun can resume
+        return None
+
+
 def run_training(trainer: Engine) -> Engine:
     """Run ``trainer``; Ctrl-C ends it with :class:`TrainingInterrupted` saying where the run will resume.
 
@@ -256,10 +266,11 @@ def run_training(trainer: Engine) -> Engine:
             raise
         epoch = trainer.state.epoch
         checkpointer = checkpointer_of(trainer)
+        saved = _saved_epoch(checkpointer.last_path) if checkpointer is not None else None
         if checkpointer is None:
             where = "no checkpoints are written"
-        elif checkpointer.saved_epoch:
-            where = f"last complete checkpoint {checkpointer.last_path}, epoch {checkpointer.saved_epoch}"
+        elif saved:
+            where = f"last complete checkpoint {checkpointer.last_path}, epoch {saved}"
         else:
             where = "no complete epoch saved yet"
         raise TrainingInterrupted(f"interrupted at epoch {epoch} ({where}); run the same command to resume") from None
