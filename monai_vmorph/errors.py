@@ -9,7 +9,7 @@ partial output. The message must say what was wrong and what to do, e.g.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "UserError"]
+__all__ = ["DataError", "UserError", "find_user_error"]
 
 
 class UserError(Exception):
@@ -23,3 +23,19 @@ class DataError(UserError, ValueError):
     A :class:`UserError`, and a :class:`ValueError` so that callers that already catch ``ValueError`` keep working.
     Also importable as ``monai_vmorph.data.DataError``.
     """
+
+
+def find_user_error(error: BaseException | None) -> UserError | None:
+    """The first :class:`UserError` in ``error``'s chain (itself, then its ``__cause__`` / ``__context__``).
+
+    Frameworks wrap what they call: MONAI re-raises an error of a config expression or component as
+    ``RuntimeError(...) from error``, and a data loader re-raises a transform's error the same way. An edge that
+    reports user mistakes looks through that chain for the mistake itself.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ if error.__cause__ is not None else error.__context__
+    return None

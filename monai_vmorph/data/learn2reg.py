@@ -47,10 +47,15 @@ def find_learn2reg_json(dataset_dir_or_json: str | os.PathLike) -> Path:
         raise DataError(f"Learn2Reg dataset {path} does not exist; pass the dataset folder or its *_dataset.json.")
     # "._X_dataset.json": the AppleDouble companions that archives made on macOS leave next to the real file
     found = sorted(p for p in path.glob("*_dataset.json") if p.is_file() and not p.name.startswith("._"))
-    if len(found) != 1:
-        what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
+    if not found:
         raise DataError(
-            f"Learn2Reg dataset folder {path} holds {what} *_dataset.json file(s); pass the JSON file itself."
+            f"{path} is not a Learn2Reg dataset: it holds no *_dataset.json file; pass the folder that holds the "
+            "dataset's <name>_dataset.json, imagesTr/ and labelsTr/."
+        )
+    if len(found) > 1:
+        raise DataError(
+            f"Learn2Reg dataset folder {path} holds {len(found)} *_dataset.json files "
+            f"({', '.join(p.name for p in found)}); pass the JSON file to use instead of the folder."
         )
     return found[0]
 

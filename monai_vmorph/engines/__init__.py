@@ -1,11 +1,26 @@
 """Glue between monai_vmorph's models and MONAI's engines (``SupervisedTrainer``, ``SupervisedEvaluator``)."""
 
-from monai_vmorph.engines.bundle_config import BundleConfigError, check_bundle_config, run_training
+from monai_vmorph.engines.bundle_config import (
+    BundleConfigError,
+    check_bundle_config,
+    check_inference_outputs,
+    check_labels,
+    check_pairs,
+    check_training_data,
+    run_training,
+)
+from monai_vmorph.engines.bundle_run import (
+    TrainingInterrupted,
+    begin_bundle_run,
+    lock_run_folders,
+    release_run_folders,
+)
 from monai_vmorph.engines.checkpoint import (
     RegistrationCheckpointer,
     StopOnNonFiniteLoss,
     TrainingDivergedError,
     atomic_torch_save,
+    check_checkpoint_folder,
 )
 from monai_vmorph.engines.evaluation import (
     EndpointErrorMetric,
@@ -36,10 +51,19 @@ __all__ = [
     "StopOnNonFiniteLoss",
     "TensorBoardResumeMarker",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "TrainingReporter",
     "atomic_torch_save",
+    "begin_bundle_run",
     "check_bundle_config",
+    "check_checkpoint_folder",
+    "check_inference_outputs",
+    "check_labels",
+    "check_pairs",
+    "check_training_data",
+    "lock_run_folders",
     "quiet_known_warnings",
     "read_history",
+    "release_run_folders",
     "run_training",
 ]

@@ -1,42 +1,55 @@
-"""Checks of a bundle's top-level config values, and a training entry point that fails in one line.
+"""Checks of a bundle's settings and data before any work, and a training entry point that says how to resume.
 
-``python -m monai.bundle run`` shows any exception as a long traceback of MONAI's config machinery. The bundles
-call :func:`check_bundle_config` from their ``initialize`` section, before anything is built, and train
-through :func:`run_training`; both report a user mistake as one ``error:`` line on stderr and exit with
-status 2 (:class:`BundleConfigError`, a ``SystemExit``).
+The bundles call these from their ``initialize`` section, before anything is built or written: the values a user
+overrides (:func:`check_bundle_config`), the labels (:func:`check_labels`), the data against the settings
+(:func:`check_training_data`, :func:`check_pairs`) and the folders a run writes into
+(:func:`check_inference_outputs`, :func:`monai_vmorph.engines.checkpoint.check_checkpoint_folder`). Each raises a
+:class:`BundleConfigError` (a :class:`~monai_vmorph.errors.UserError`), which the bundle runner reports as one line
+``error: <message>`` with exit status 2 (:mod:`monai_vmorph.engines.bundle_run`). :func:`run_training` turns Ctrl-C
+into :class:`~monai_vmorph.engines.bundle_run.TrainingInterrupted`, naming the last complete checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import nibabel as nib
+import numpy as np
+import torch
 from ignite.engine import Engine
 
-from monai_vmorph.engines.checkpoint import TrainingDivergedError
+from monai_vmorph.data.keys import FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
+from monai_vmorph.engines.bundle_run import TrainingInterrupted
+from monai_vmorph.engines.checkpoint import checkpointer_of
+from monai_vmorph.errors import UserError
 
-__all__ = ["BundleConfigError", "check_bundle_config", "run_training"]
+__all__ = [
+    "MAX_LABELS",
+    "BundleConfigError",
+    "check_bundle_config",
+    "check_inference_outputs",
+    "check_labels",
+    "check_pairs",
+    "check_training_data",
+    "run_training",
+]
 
 SIMILARITIES = ("ncc", "mse")
 PAIR_MODES = ("scan_to_scan", "atlas")
+# label maps with more values than this are refused before any work: the label-mode warp of the writer
+# (monai_vmorph.io.spaces) treats them as intensity images, and one-hot Dice needs one channel per label
+MAX_LABELS = 1000
+OUTPUT_KINDS = ("warped", "ddf", "warped_label")  # RegistrationWriter's files: <moving>_to_<fixed>_<kind>.nii.gz
 
 
-class BundleConfigError(SystemExit):
-    """A bad bundle setting: exits with status 2; ``message`` says what was wrong and what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+class BundleConfigError(UserError):
+    """A bad bundle setting or dataset, found before any work; the message says what was wrong and what to do."""
 
 
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
     raise BundleConfigError(message)
 
 
@@ -70,8 +83,8 @@ def check_bundle_config(
     """Check the settings a user is expected to override; the training-only ones may be ``None`` (skipped).
 
     Args:
-        dataset_dir: folder with a Learn2Reg dataset JSON (or the images the data loader reads); must exist
-            unless ``None`` (inference of one pair given on the command line).
+        dataset_dir: folder with a Learn2Reg dataset JSON (or that JSON file); must exist unless ``None``
+            (inference of one pair given on the command line).
         spatial_dims: 2 or 3.
         spatial_size: the network grid, ``spatial_dims`` positive multiples of ``divisor`` (``None``: pad each
             image to a multiple of ``divisor`` instead).
@@ -100,8 +113,8 @@ def check_bundle_config(
         for flag, path in (("--moving", moving), ("--fixed", fixed)):
             if path is not None and not os.path.isfile(path):
                 _fail(f"{flag} image {str(path)!r} does not exist; check the path")
-    if dataset_dir is not None and not os.path.isdir(dataset_dir):
-        _fail(f"dataset_dir {str(dataset_dir)!r} is not a folder; pass --dataset_dir /path/to/your/dataset")
+    if dataset_dir is not None and not os.path.exists(dataset_dir):
+        _fail(f"dataset_dir {str(dataset_dir)!r} does not exist; pass --dataset_dir /path/to/your/dataset")
     if ckpt_path is not None and not os.path.isfile(ckpt_path):
         _fail(
             f"ckpt_path {str(ckpt_path)!r} does not exist; train the bundle first or pass --ckpt_path /path/to/model.pt"
@@ -139,14 +152,126 @@ def check_bundle_config(
     return True
 
 
+def check_labels(labels: Any) -> bool:
+    """``labels`` must be a non-empty list of at most :data:`MAX_LABELS` distinct whole numbers ``>= 0``.
+
+    Raises:
+        BundleConfigError: naming the bad value.
+    """
+    values = list(labels) if isinstance(labels, (list, tuple)) else None
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        _fail(f"labels must be a list of label values (whole numbers >= 0), got {labels!r}; e.g. --labels [1,2,3]")
+    if len(set(values)) != len(values):
+        _fail(f"labels lists a value twice: {values}; list each label value once")
+    if len(values) > MAX_LABELS:
+        _fail(f"labels lists {len(values)} values, more than {MAX_LABELS}; score a subset of the structures")
+    return True
+
+
+def check_training_data(subjects: Sequence[Mapping[str, Any]], dice_weight: float) -> bool:
+    """With ``dice_weight > 0`` every training scan needs a label map (the Dice term compares them).
+
+    Raises:
+        BundleConfigError: naming the first scan without one.
+    """
+    if dice_weight and dice_weight > 0:
+        missing = [s[IMAGE] for s in subjects if s.get(LABEL) is None]
+        if missing:
+            _fail(
+                f"dice_weight {dice_weight} needs a label map for every training scan, but {len(missing)} have none "
+                f"(first: {missing[0]}); add their label maps (labelsTr/) or pass --dice_weight 0"
+            )
+    return True
+
+
+def check_pairs(pairs: Sequence[Mapping[str, Any]], split: str, need_labels: bool = False) -> bool:
+    """The pairs a run registers: at least one, with both label maps when ``need_labels`` (Dice is scored), and
+    label maps of at most :data:`MAX_LABELS` values (the label-mode warp); read from the headers and data.
+
+    Args:
+        pairs: pair dicts (``moving_image``, ``fixed_image``, optional labels and names).
+        split: the pairs' name in messages, e.g. ``"registration_val"``.
+        need_labels: every pair must have both label maps.
+
+    Raises:
+        BundleConfigError: no pairs, a pair without label maps, or a label map with too many values.
+    """
+    if not pairs:
+        _fail(f"the dataset lists no {split} pairs; add some to its dataset JSON")
+    for pair in pairs:
+        if need_labels and (pair.get(MOVING_LABEL) is None or pair.get(FIXED_LABEL) is None):
+            name = f"{pair.get(MOVING_NAME, pair[MOVING_IMAGE])} -> {pair.get(FIXED_NAME, '?')}"
+            _fail(
+                f"{split} pair {name} has no label maps, but the validation Dice (val_mean_dice) needs both; add "
+                "the label maps of its scans (labelsTr/)"
+            )
+        if pair.get(MOVING_LABEL) is not None:
+            _check_label_count(pair[MOVING_LABEL])
+    return True
+
+
+def _check_label_count(path: str) -> None:
+    try:
+        count = np.unique(np.asarray(nib.load(path).dataobj)).size
+    except Exception as error:  # nibabel raises several types for unreadable files
+        _fail(f"label map {path} cannot be read ({error}); re-create or re-download it")
+    if count > MAX_LABELS:
+        _fail(
+            f"label map {path} holds {count} distinct values, more than {MAX_LABELS}; it is not a label map "
+            "(give the segmentation, not an image)"
+        )
+
+
+def check_inference_outputs(
+    output_dir: str | os.PathLike, pairs: Sequence[Mapping[str, Any]], overwrite: bool = False
+) -> bool:
+    """Refuse to mix results of two runs: without ``overwrite`` none of the files the pairs will produce may exist.
+
+    Raises:
+        BundleConfigError: naming the first existing output.
+    """
+    if overwrite:
+        return True
+    for pair in pairs:
+        stem = f"{pair[MOVING_NAME]}_to_{pair[FIXED_NAME]}"
+        for kind in OUTPUT_KINDS:
+            path = os.path.join(output_dir, f"{stem}_{kind}.nii.gz")
+            if os.path.exists(path):
+                _fail(
+                    f"{path} exists (results of an earlier run); pass --overwrite true to replace them or choose "
+                    "another --output_dir"
+                )
+    return True
+
+
+def _saved_epoch(path: os.PathLike) -> int | None:
+    """The epoch a ``last.pt`` holds (memory-mapped: its tensors are not read), or ``None`` if it has none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["trainer"]
+        return int(state["iteration"]) // int(state["epoch_length"])
+    except Exception:  # missing or unreadable: nothing saved that a rerun can resume
+        return None
+
+
 def run_training(trainer: Engine) -> Engine:
-    """Run ``trainer``; a diverged loss ends the process with one ``error:`` line and status 2.
+    """Run ``trainer``; Ctrl-C ends it with :class:`TrainingInterrupted` saying where the run will resume.
 
     Returns:
         The trainer, after a complete run.
     """
     try:
         trainer.run()
-    except TrainingDivergedError as error:
-        _fail(str(error))
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, TrainingInterrupted):
+            raise
+        epoch = trainer.state.epoch
+        checkpointer = checkpointer_of(trainer)
+        saved = _saved_epoch(checkpointer.last_path) if checkpointer is not None else None
+        if checkpointer is None:
+            where = "no checkpoints are written"
+        elif saved:
+            where = f"last complete checkpoint {checkpointer.last_path}, epoch {saved}"
+        else:
+            where = "no complete epoch saved yet"
+        raise TrainingInterrupted(f"interrupted at epoch {epoch} ({where}); run the same command to resume") from None
     return trainer

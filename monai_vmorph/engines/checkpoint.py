@@ -1,16 +1,23 @@
-"""Crash-safe checkpoints for the training workflows: atomic writes, the best model, resume, a NaN stop.
+"""Crash-safe checkpoints for the training workflows: verified atomic writes, the best model, resume, a NaN stop.
 
 MONAI's ``CheckpointSaver`` is not used for the bundles because it writes non-atomically (its disk saver sets
 ``atomic=False``) and, with a fixed file name, deletes the previous best model *before* writing the new one:
-an interrupted run could lose the best weights. :class:`RegistrationCheckpointer` writes every file to a
-temporary name in the same folder and renames it over the old one, so a reader always sees a complete file.
+an interrupted run could lose the best weights. :class:`RegistrationCheckpointer` serialises each checkpoint in
+memory, writes it to a temporary name in the same folder, checks its size, and renames it over the old one
+(:func:`monai_vmorph.io.atomic.atomic_write_bytes`), so a reader always sees a complete file and a full disk is one
+line (:class:`~monai_vmorph.io.atomic.OutputWriteError`). It holds the checkpoint folder's
+:class:`~monai_vmorph.io.locks.FolderLock` while training (one run per folder; temporary files of killed writes are
+removed when it is taken) and never replaces a ``model.pt`` that the run it resumes did not write.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+import weakref
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,20 +26,92 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from monai_vmorph.io.atomic import atomic_write
+from monai_vmorph.errors import UserError
+from monai_vmorph.io.atomic import atomic_write_bytes
+from monai_vmorph.io.locks import FolderLock
 
-__all__ = ["RegistrationCheckpointer", "StopOnNonFiniteLoss", "TrainingDivergedError", "atomic_torch_save"]
+__all__ = [
+    "RegistrationCheckpointer",
+    "StopOnNonFiniteLoss",
+    "TrainingDivergedError",
+    "atomic_torch_save",
+    "check_checkpoint_folder",
+    "checkpointer_of",
+    "load_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
+_CHECKPOINTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``.
+    """``torch.save`` into memory, then write the bytes to ``path`` atomically, size-checked.
 
     Returns:
         The written path. On any error the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+        monai_vmorph.io.atomic.OutputWriteError: the file could not be written completely (e.g. a full disk).
     """
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; an unreadable file is one line naming it.
+
+    Raises:
+        UserError: the file is truncated, corrupt or not a checkpoint of plain tensors.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"checkpoint {path} cannot be read ({reason}); it is truncated or not a checkpoint: restore it, or "
+            "move it away (and the model.pt next to it) to train from scratch"
+        ) from None
+
+
+def check_checkpoint_folder(
+    ckpt_dir: str | os.PathLike, resume: bool = True, best_filename: str = "model.pt", last_filename: str = "last.pt"
+) -> bool:
+    """Check, before training, that it can write its checkpoints in ``ckpt_dir`` without losing anything.
+
+    A ``model.pt`` there is only replaced by the run that wrote it, i.e. when training resumes that run's
+    ``last.pt``; and a ``last.pt`` to resume must be a complete file (its zip directory is read: a killed or
+    truncated copy fails here, naming the file, rather than after the data and network were built).
+
+    Returns:
+        ``True``, so a config can use the call as an expression.
+
+    Raises:
+        UserError: ``model.pt`` exists without a ``last.pt`` to resume (or ``resume`` is off), or ``last.pt`` is
+            truncated.
+    """
+    best, last = Path(ckpt_dir) / best_filename, Path(ckpt_dir) / last_filename
+    if best.is_file() and not (resume and last.is_file()):
+        why = "resume is off" if last.is_file() else f"no {last.name} of the run that wrote it"
+        raise UserError(
+            f"{best} already exists ({why}); training would overwrite weights it did not write: choose another "
+            "--ckpt_dir (or --run_dir), or move that model.pt away"
+        )
+    if resume and last.is_file():
+        try:
+            with zipfile.ZipFile(last) as archive:
+                archive.namelist()
+        except (OSError, zipfile.BadZipFile) as error:
+            raise UserError(
+                f"checkpoint {last} cannot be read ({error}); it is truncated or not a checkpoint: restore it, or "
+                "move it away (and the model.pt next to it) to train from scratch"
+            ) from None
+    return True
+
+
+def checkpointer_of(engine: Engine) -> RegistrationCheckpointer | None:
+    """The :class:`RegistrationCheckpointer` attached to ``engine``, if any."""
+    return _CHECKPOINTERS.get(engine)
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -54,7 +133,11 @@ class RegistrationCheckpointer:
       ``last.pt``. A failed epoch (e.g. a NaN loss) never reaches this point, so ``last.pt`` and ``model.pt``
       always hold finite weights.
 
-    Only rank 0 writes in a distributed run; every rank resumes.
+    Only rank 0 writes (and holds the folder's lock) in a distributed run; every rank resumes.
+
+    A ``model.pt`` already in ``ckpt_dir`` is only replaced when this run resumes the run that wrote it (its
+    ``last.pt`` is there and ``resume`` is on); otherwise training stops before the first step with a
+    :class:`~monai_vmorph.errors.UserError`, so shipped weights are never overwritten by accident.
 
     Args:
         ckpt_dir: folder for both files.
@@ -96,32 +179,62 @@ class RegistrationCheckpointer:
         self.extra = dict(extra or {})
         self.best_metric = -math.inf
         self.best_epoch = -1
+        self.saved_epoch = 0  # the epoch ``last.pt`` holds (0: none yet)
         self._trainer: Engine | None = None
+        self._lock: FolderLock | None = None
 
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
+        _CHECKPOINTERS[engine] = self
         engine.add_event_handler(Events.STARTED, self.resume)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_last)
+        engine.add_event_handler(Events.COMPLETED, self.release)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.save_best)
 
+    def check_folder(self) -> None:
+        """:func:`check_checkpoint_folder` of this checkpointer's folder and settings."""
+        check_checkpoint_folder(self.ckpt_dir, self.resume_enabled, self.best_path.name, self.last_path.name)
+
+    def release(self, engine: Engine | None = None) -> None:
+        """Release the checkpoint folder's lock (at the end of training)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def resume(self, engine: Engine) -> None:
-        """Load ``last.pt`` into the network, optimizer and trainer when resuming is on and the file exists."""
+        """Lock the folder, check it (:meth:`check_folder`), then load ``last.pt`` into the network, optimizer and
+        trainer when resuming is on and the file exists."""
+        if idist.get_rank() == 0 and self._lock is None:
+            self._lock = FolderLock(self.ckpt_dir)
+        try:
+            self.check_folder()
+        except UserError:
+            self.release()
+            raise
         if not (self.resume_enabled and self.last_path.is_file()):
             return
-        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        _unwrap(self.network).load_state_dict(state["network"])
-        configured_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(self.optimizer.param_groups, configured_lrs, strict=True):
-            group["lr"] = lr
-        for name, obj in self.extra.items():
-            obj.load_state_dict(state["extra"][name])
+        state = load_checkpoint(self.last_path)
+        try:
+            _unwrap(self.network).load_state_dict(state["network"])
+            configured_lrs = [group["lr"] for group in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group, lr in zip(self.optimizer.param_groups, configured_lrs, strict=True):
+                group["lr"] = lr
+            for name, obj in self.extra.items():
+                obj.load_state_dict(state["extra"][name])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0][:160]
+            raise UserError(
+                f"checkpoint {self.last_path} does not fit this network or optimizer ({reason}); it was written with "
+                "other settings: use those settings, or another --ckpt_dir to train from scratch"
+            ) from None
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(state["trainer"])
         engine.state.max_epochs = max_epochs
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
+        self.saved_epoch = engine.state.epoch
         logger.info(
             "resumed from %s at epoch %d of %d (best %s %.4f at epoch %d)",
             self.last_path,
@@ -159,10 +272,11 @@ class RegistrationCheckpointer:
             "extra": {name: obj.state_dict() for name, obj in self.extra.items()},
         }
         atomic_torch_save(state, self.last_path)
+        self.saved_epoch = engine.state.epoch
 
 
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class TrainingDivergedError(UserError, RuntimeError):
+    """The training loss became NaN or infinite (reported in one line: lower the learning rate and resume)."""
 
 
 class StopOnNonFiniteLoss:

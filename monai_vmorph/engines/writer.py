@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
@@ -23,7 +21,7 @@ from monai.utils import CommonKeys
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import native_displacement, warp_physical, write_itk_displacement
-from monai_vmorph.io.atomic import temporary_sibling
+from monai_vmorph.io.atomic import FileSet
 from monai_vmorph.pipeline.outputs import nifti_like
 from monai_vmorph.pipeline.scan import NativeScan, read_scan
 from monai_vmorph.pipeline.transforms import AFFINE_META_KEY
@@ -102,19 +100,15 @@ class RegistrationWriter:
     def _write_pair(
         self, stem: str, arrays: dict[str, np.ndarray], fixed: NativeScan, displacement: np.ndarray
     ) -> None:
-        """Write a pair's files under temporary names, then rename them all: a failure leaves none of them."""
-        pending: dict[str, Path] = {}
-        try:
+        """Write a pair's files under temporary names, each read back whole, then rename them all: a failure (a full
+        disk: one line, :class:`~monai_vmorph.io.atomic.OutputWriteError`) leaves none of them."""
+        with FileSet() as files:
             for kind, array in arrays.items():
-                pending[kind] = temporary_sibling(self._path(stem, kind))
-                nib.save(nifti_like(array, fixed), pending[kind])
-            pending["ddf"] = temporary_sibling(self._path(stem, "ddf"))
-            write_itk_displacement(pending["ddf"], displacement, fixed.affine)
-            for kind, tmp in pending.items():
-                os.replace(tmp, self._path(stem, kind))
-        finally:
-            for tmp in pending.values():
-                tmp.unlink(missing_ok=True)
+                files.add_nifti(self._path(stem, kind), nifti_like(array, fixed))
+            files.add(
+                self._path(stem, "ddf"), lambda tmp: write_itk_displacement(tmp, displacement, fixed.affine, True)
+            )
+            files.commit()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         result = data[CommonKeys.PRED]
@@ -125,9 +119,7 @@ class RegistrationWriter:
         if not self.overwrite:
             existing = [p for s in stems for p in (self._path(s, k) for k in kinds) if os.path.exists(p)]
             if existing:
-                raise FileExistsError(
-                    f"{existing[0]} exists; pass overwrite=True (or another output_dir) to replace it."
-                )
+                raise UserError(f"{existing[0]} exists; pass --overwrite true (or another --output_dir) to replace it")
         os.makedirs(self.output_dir, exist_ok=True)
         for i, stem in enumerate(stems):
             native_fixed = _load_native(fixed, i, ndim, "fixed image")

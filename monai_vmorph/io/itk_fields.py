@@ -21,7 +21,7 @@ import torch
 
 from monai_vmorph.errors import DataError
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_nifti
 from .spaces import affine_2d
 
 __all__ = ["affine_to_itk", "itk_to_affine", "read_itk_displacement", "write_itk_displacement"]
@@ -99,8 +99,8 @@ def write_itk_displacement(
     The file holds LPS-component millimetre vectors on the grid ``affine`` (origin/spacing/direction converted to
     ITK's LPS), shape ``(X, Y, Z, 1, 3)`` (``(X, Y, 1, 1, 2)`` in 2D), intent 1007: ANTs, ITK and
     ``sitk.DisplacementFieldTransform`` read it directly (conventions: :mod:`monai_vmorph.io.spaces`). The data
-    are written to a temporary file in the same folder, then renamed over ``path``, so a failed write never
-    leaves a partial file.
+    are written to a temporary file in the same folder, read back whole (SimpleITK's writer does not raise when a
+    write fails), then renamed over ``path``: a failed write raises one line and never leaves a partial file.
 
     Args:
         path: output ``.nii`` / ``.nii.gz`` path (missing folders are created).
@@ -110,6 +110,10 @@ def write_itk_displacement(
 
     Returns:
         The written path.
+
+    Raises:
+        monai_vmorph.io.atomic.OutputWriteError: the file could not be written completely (disk full, file size
+            limit…); nothing is left behind.
     """
     path = Path(path)
     _suffix(path)  # rejects names other than .nii / .nii.gz before any work
@@ -136,7 +140,8 @@ def write_itk_displacement(
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp)))
+    stored_shape = (*field.shape[:-1], *(1,) * (3 - ndim), 1, ndim)  # (X, Y, Z, 1, 3) or (X, Y, 1, 1, 2)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp)), lambda tmp: check_nifti(tmp, stored_shape))
 
 
 def read_itk_displacement(path: str | os.PathLike, spatial_dims: int | None = None) -> tuple[np.ndarray, np.ndarray]:

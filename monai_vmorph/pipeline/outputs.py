@@ -1,4 +1,5 @@
-"""All-or-nothing output files: check before any work, write to temporary names, rename at the end."""
+"""All-or-nothing output files: lock the folder and check before any work, write verified temporary files, rename
+them at the end."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import nifti_integer_array
-from monai_vmorph.io.atomic import temporary_sibling
+from monai_vmorph.io.atomic import check_nifti, fsync_folder, temporary_sibling, write_file
+from monai_vmorph.io.locks import FolderLock
 from monai_vmorph.pipeline.scan import NativeScan
 
 __all__ = ["OutputSet", "nifti_like"]
@@ -45,11 +47,13 @@ def nifti_like(array: np.ndarray, like: NativeScan) -> nib.Nifti1Image:
 class OutputSet:
     """The files one command writes into one folder, committed together.
 
-    The constructor checks, before any computation: the folder can be created and written; no output exists
-    unless ``overwrite``; no output is one of the command's input files (never, even with ``overwrite``).
-    Each ``write_*`` call writes to a hidden temporary file in the folder; :meth:`commit` renames them all to
+    The constructor checks, before any computation: the folder can be created and written; no other run is writing
+    into it (it takes the folder's :class:`~monai_vmorph.io.locks.FolderLock`, held until the ``with`` block ends);
+    no output exists unless ``overwrite``; no output is one of the command's input files (never, even with
+    ``overwrite``). Each ``write_*`` call writes to a hidden temporary file in the folder, flushed and read back
+    (:func:`monai_vmorph.io.atomic.write_file`; a full disk is one line); :meth:`commit` renames them all to
     their final names. Leaving the ``with`` block without ``commit`` (an error) deletes the temporary files, so
-    an interrupted command leaves no partial output.
+    an interrupted command leaves no partial output (and no folder it created).
 
     Args:
         out_dir: the output folder (created if missing).
@@ -69,23 +73,22 @@ class OutputSet:
                 raise UserError(f"output {path} is one of the inputs; choose another output path")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UserError(f"output folder {self.out_dir} is a file; give a folder for --out-dir")
+        if self.out_dir.is_dir() and not os.access(self.out_dir, os.W_OK | os.X_OK):
+            raise UserError(f"output folder {self.out_dir} is not writable; choose another --out-dir")
+        self._lock = FolderLock(self.out_dir)
+        self._pending: dict[str, Path] = {}
         if not overwrite:
             existing = [p for p in self.paths.values() if p.exists()]
             if existing:
+                self._lock.release()
                 raise UserError(f"{existing[0]} exists; pass --overwrite to replace it or choose another --out-dir")
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"cannot create output folder {self.out_dir} ({error.strerror}); choose another") from None
-        if not os.access(self.out_dir, os.W_OK | os.X_OK):
-            raise UserError(f"output folder {self.out_dir} is not writable; choose another --out-dir")
-        self._pending: dict[str, Path] = {}
 
     def __enter__(self) -> OutputSet:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
+        self._lock.release()
 
     def _temporary(self, name: str) -> Path:
         if name not in self.paths:
@@ -94,14 +97,16 @@ class OutputSet:
         return self._pending[name]
 
     def write_with(self, name: str, writer: Callable[[Path], Any]) -> None:
-        """Write output ``name`` by calling ``writer(temporary_path)``."""
-        tmp = self._temporary(name)
-        writer(tmp)
+        """Write output ``name`` by calling ``writer(temporary_path)`` (flushed, checked to exist)."""
+        write_file(self._temporary(name), writer, name=name)
 
     def write_nifti(self, name: str, array: np.ndarray, like: NativeScan) -> None:
-        """Write ``array`` on ``like``'s grid as NIfTI placed exactly as ``like`` (:func:`nifti_like`)."""
+        """Write ``array`` on ``like``'s grid as NIfTI placed exactly as ``like`` (:func:`nifti_like`), read back whole
+        before it is kept."""
         image = nifti_like(array, like)
-        self.write_with(name, lambda p: nib.save(image, p))
+        shape = tuple(image.shape)
+        tmp = self._temporary(name)
+        write_file(tmp, lambda p: nib.save(image, p), lambda p: check_nifti(p, shape), name=name)
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_with(name, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
@@ -113,6 +118,7 @@ class OutputSet:
         """Rename every written temporary file to its final name; returns ``{name: path}``."""
         for name, tmp in self._pending.items():
             os.replace(tmp, self.paths[name])
+        fsync_folder(self.out_dir)
         done = {name: self.paths[name] for name in self._pending}
         self._pending = {}
         return done

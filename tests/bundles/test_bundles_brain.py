@@ -10,6 +10,8 @@ import torch
 from bundle_helpers import BUNDLES, ROOT, SIZE, cli, overrides, workflow
 from io_helpers import sitk_array
 
+from monai_vmorph.errors import find_user_error
+
 
 @pytest.mark.slow
 def test_train_then_evaluate_then_infer(bundle, tmp_path):
@@ -55,20 +57,17 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     assert ddf.shape == (SIZE,) * ndim + (1,) * (4 - ndim) + (ndim,)  # ITK displacement field
     np.testing.assert_allclose(warped.affine, fixed.affine)
     assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 3}
-    # running again must not overwrite the outputs
-    again = workflow(
-        name,
-        ["common.json", "inference.json"],
-        "infer",
-        ckpt_path=str(model_path),
-        **{**common, "output_dir": str(infer_out)},
-    )
+    # running again must not overwrite the outputs: refused before any work, in one line
     with pytest.raises(RuntimeError) as error:
-        again.run()
-    cause = error.value
-    while cause.__cause__ is not None:  # MONAI wraps the writer's error twice
-        cause = cause.__cause__
-    assert isinstance(cause, FileExistsError) and "exists; pass overwrite=True" in str(cause)
+        workflow(
+            name,
+            ["common.json", "inference.json"],
+            "infer",
+            ckpt_path=str(model_path),
+            **{**common, "output_dir": str(infer_out)},
+        )
+    cause = find_user_error(error.value)  # MONAI wraps the check's error
+    assert "s1_0000_to_s0_0000_warped.nii.gz exists (results of an earlier run); pass --overwrite true" in str(cause)
 
 
 def _spheres(path, shape, spacing, flip, shift):

@@ -10,9 +10,13 @@ from monai_vmorph.engines import (
     RegistrationCheckpointer,
     StopOnNonFiniteLoss,
     TrainingDivergedError,
+    TrainingInterrupted,
     atomic_torch_save,
+    check_checkpoint_folder,
     run_training,
 )
+from monai_vmorph.engines.checkpoint import checkpointer_of
+from monai_vmorph.errors import UserError
 
 DATA = list(range(4))  # four iterations per epoch
 
@@ -97,6 +101,11 @@ def test_resume_can_extend_a_finished_run_and_can_be_switched_off(tmp_path):
     assert trainer.state.epoch == 4 and trainer.state.iteration == 16
     assert checkpointer.best_epoch == 4
 
+    # without resuming, the earlier run's model.pt would be replaced by weights of another run: refused
+    fresh, _, _, _ = _setup(tmp_path, metrics=[0.1], resume=False)
+    with pytest.raises(UserError, match=r"model\.pt already exists \(resume is off\); training would overwrite"):
+        fresh.run(DATA, max_epochs=1)
+    (tmp_path / "model.pt").rename(tmp_path / "kept.pt")
     fresh, _, _, _ = _setup(tmp_path, metrics=[0.1], resume=False)
     started = []
     fresh.add_event_handler(Events.EPOCH_STARTED, lambda engine: started.append(engine.state.epoch))
@@ -135,28 +144,49 @@ def test_nan_validation_metric_never_replaces_the_best_model(tmp_path):
     assert (checkpointer.best_metric, checkpointer.best_epoch) == (0.3, 1)
 
 
-def test_run_training_turns_divergence_into_one_line_and_exit_status_2(tmp_path, capsys):
-    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3, 0.5], nan_at=2)
-    trainer.state.max_epochs = None
+def test_run_training_names_the_last_complete_checkpoint_when_interrupted(tmp_path):
+    trainer, _, _, checkpointer = _setup(tmp_path, metrics=[0.3, 0.5, 0.4], crash_at=10)  # Ctrl-C in epoch 3
+    assert checkpointer_of(trainer) is checkpointer
+    trainer.state.max_epochs, trainer.state.epoch_length = 3, len(DATA)
     trainer.set_data(DATA)
-    with pytest.raises(SystemExit) as exit_info:
-        run_training(_Runner(trainer))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "error: training loss is nan at epoch 1, iteration 2; the checkpoints from earlier epochs are kept — "
-        "lower learning_rate (or raise smoothness_weight) and run again to resume from the last good epoch"
-    ]
+    with pytest.raises(TrainingInterrupted) as interrupt:
+        run_training(trainer)
+    assert str(interrupt.value) == (
+        f"interrupted at epoch 3 (last complete checkpoint {tmp_path / 'last.pt'}, epoch 2); "
+        "run the same command to resume"
+    )
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"] == 2 * len(DATA)
 
 
-class _Runner:
-    """What MONAI's SupervisedTrainer looks like to ``run_training``: ``run()`` with no arguments."""
+def test_a_model_pt_the_run_did_not_write_is_never_replaced(tmp_path):
+    shipped = {"weight": torch.full((1, 1), 7.0)}
+    torch.save(shipped, tmp_path / "model.pt")
+    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3])
+    with pytest.raises(UserError, match=r"model\.pt already exists \(no last\.pt of the run that wrote it\)"):
+        trainer.run(DATA, max_epochs=1)
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], shipped["weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no lock file, nothing else
 
-    def __init__(self, engine):
-        self.engine = engine
 
-    def run(self):
-        self.engine.run(DATA, max_epochs=2)
+def test_a_truncated_last_pt_is_named_in_one_line_before_training(tmp_path):
+    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3, 0.5])
+    trainer.run(DATA, max_epochs=1)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=rf"^checkpoint {tmp_path / 'last.pt'} cannot be read \("):
+        check_checkpoint_folder(tmp_path)
+    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3, 0.5])
+    with pytest.raises(UserError, match=rf"^checkpoint {tmp_path / 'last.pt'} cannot be read \("):
+        trainer.run(DATA, max_epochs=2)
+
+
+def test_leftover_temporaries_of_killed_writes_are_removed_by_the_next_run(tmp_path):
+    (tmp_path / ".last.tmp-0123456789ab.pt").write_bytes(b"half a checkpoint")
+    (tmp_path / ".model.tmp-abcdef012345.pt").write_bytes(b"")
+    (tmp_path / "notes.tmp-0123456789ab.pt").write_bytes(b"not ours: not hidden")
+    trainer, _, _, _ = _setup(tmp_path, metrics=[0.3])
+    trainer.run(DATA, max_epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt", "notes.tmp-0123456789ab.pt"]
 
 
 def test_atomic_save_leaves_the_old_file_when_saving_fails(tmp_path):

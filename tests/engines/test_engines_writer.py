@@ -6,6 +6,8 @@ moving image is a linear ramp in world coordinates (so linear interpolation is e
 written ITK field as an independent reference.
 """
 
+import errno
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from monai.utils import CommonKeys
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.engines import RegistrationWriter
 from monai_vmorph.engines import writer as writer_module
+from monai_vmorph.errors import UserError
+from monai_vmorph.io.atomic import OutputWriteError
 from monai_vmorph.networks import RegistrationResult
 from monai_vmorph.pipeline import AFFINE_META_KEY
 from monai_vmorph.transforms import registration_preprocessing
@@ -131,7 +135,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "m_to_f_warped_label.nii.gz").write_bytes(b"keep me")
-    with pytest.raises(FileExistsError, match=r"m_to_f_warped_label\.nii\.gz exists; pass overwrite=True"):
+    with pytest.raises(UserError, match=r"m_to_f_warped_label\.nii\.gz exists; pass --overwrite true"):
         RegistrationWriter(out)(batch)
     assert sorted(p.name for p in out.iterdir()) == ["m_to_f_warped_label.nii.gz"]  # nothing else was written
     assert (out / "m_to_f_warped_label.nii.gz").read_bytes() == b"keep me"
@@ -177,10 +181,10 @@ def test_a_failure_while_writing_a_pair_leaves_none_of_its_files(tmp_path, monke
     batch, *_ = _batch(tmp_path, 3)
 
     def fail(path, *args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer_module, "write_itk_displacement", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputWriteError, match=r"^no space left on device writing m_to_f_ddf\.nii\.gz in "):
         RegistrationWriter(tmp_path / "out")(batch)
     assert list((tmp_path / "out").iterdir()) == []  # neither the warped images nor any temporary file
 
