@@ -25,6 +25,7 @@ from monai_vmorph.data.keys import FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING
 from monai_vmorph.engines.bundle_run import TrainingInterrupted
 from monai_vmorph.engines.checkpoint import checkpointer_of
 from monai_vmorph.errors import UserError
+from monai_vmorph.io import MAX_LABELS
 
 __all__ = [
     "MAX_LABELS",
@@ -39,9 +40,6 @@ __all__ = [
 
 SIMILARITIES = ("ncc", "mse")
 PAIR_MODES = ("scan_to_scan", "atlas")
-# label maps with more values than this are refused before any work: the label-mode warp of the writer
-# (monai_vmorph.io.spaces) treats them as intensity images, and one-hot Dice needs one channel per label
-MAX_LABELS = 1000
 OUTPUT_KINDS = ("warped", "ddf", "warped_label")  # RegistrationWriter's files: <moving>_to_<fixed>_<kind>.nii.gz
 
 
