@@ -89,7 +89,9 @@ def build(parser: ConfigParser, args: argparse.Namespace) -> dict[str, tuple[nn.
     for name in MODELS:
         torch.manual_seed(args.seed)
         net = (
-            parser.get_parsed_content("model", instantiate=True) if name == "ours" else MonaiAsResult(nets._monai(size))
+            parser.get_parsed_content("model", instantiate=True)
+            if name == "ours"
+            else MonaiAsResult(nets.monai_matched(size))
         )
         loss = RegistrationLoss(
             similarity=parser.get_parsed_content("similarity"),

@@ -246,7 +246,7 @@ def test_full_precision_switches_autocast_off():
 def test_cli_precision_option_reaches_the_model(tmp_path, monkeypatch, capsys):
     import monai_vmorph.cli.register as register
     from monai_vmorph.cli import build_parser, main
-    from monai_vmorph.cli.model import load_bundle_model
+    from monai_vmorph.pipeline.model import load_bundle_model
 
     args = build_parser().parse_args(["register", "--fixed", "f", "--moving", "m", "--out-dir", "o"])
     assert args.precision is None  # the bundle's key decides
@@ -278,7 +278,7 @@ def test_cli_precision_option_reaches_the_model(tmp_path, monkeypatch, capsys):
 def test_bundles_drive_the_model_and_the_grad_scaler(gpu):
     from monai.bundle import ConfigParser
 
-    from monai_vmorph.cli.model import default_bundle
+    from monai_vmorph.pipeline.model import default_bundle
 
     for ndim in (2, 3):
         root = default_bundle(ndim)

@@ -69,7 +69,9 @@ def test_two_register_runs_into_one_folder_exactly_one_succeeds_with_all_of_its_
     metrics = json.loads((out / "metrics.json").read_text())
     moving_name = SCANS[2][1 + winner]
     assert Path(metrics["moving"]).name == f"{moving_name}.nii.gz"
-    expected = ["ddf.nii.gz", "metrics.json", "warped.nii.gz"] + (["warped_labels.nii.gz"] if winner == 0 else [])
+    expected = ["affine.txt", "ddf.nii.gz", "metrics.json", "warped.nii.gz"] + (
+        ["warped_labels.nii.gz"] if winner == 0 else []
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no lock file, no temporary, nothing of B
     warped = np.asarray(nib.load(out / "warped.nii.gz").dataobj)
     assert np.isfinite(warped).all() and warped.std() > 0

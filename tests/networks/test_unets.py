@@ -108,6 +108,7 @@ def test_seed_model_is_reproduced_by_the_doubleconv_backbone():
         integration_steps=0,
         int_downsize=1,
         backbone_kwargs={"features": (8, 16, 32, 64)},
+        precision="fp32",  # the seed runs in float32; ``auto`` is bfloat16 on CPUs with native bfloat16
     )
     ours = net.backbone
     pairs = [(seed.downs[i], ours.encoder[i]) for i in range(4)] + [(seed.botleneck, ours.bottleneck)]
