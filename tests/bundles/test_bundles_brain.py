@@ -18,9 +18,7 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     name, dataset_dir = bundle
     ndim = BUNDLES[name][0]
     common = overrides(name, dataset_dir, tmp_path)
-    train = workflow(
-        name, ["train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common
-    )
+    train = workflow(name, ["train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common)
     assert train.check_properties() == []
     train.run()
     train.finalize()

@@ -21,7 +21,7 @@ from monai.bundle.config_item import ComponentLocator
 from monai.utils import ensure_tuple
 
 # loaded, so that the locator would also find our classes by a short name
-import monai_vmorph.engines  # noqa: F401
+import monai_vmorph.engines
 import monai_vmorph.pipeline  # noqa: F401
 
 CONFIGS = ["train.json", "inference.json", "evaluate.json", "multi_gpu_train.json"]
