@@ -6,7 +6,7 @@ augmentation) goes to both, so they see exactly the same pairs in the same order
 alike. A network stops when its accumulated step time (forward, loss, backward, Adam step; data loading excluded)
 reaches ``--minutes``; the faster one simply takes more steps in the same budget.
 
-* **ours**: the 3D bundle's model (``configs/common.json``'s ``model``: the paper's vxm-2 features with the
+* **ours**: the 3D bundle's model (``configs/train.json``'s ``model``: the paper's vxm-2 features with the
   half-resolution UNet head, 7 scaling-and-squaring steps at half resolution).
 * **monai**: ``monai.networks.nets.VoxelMorph`` with the same features (``bench_networks.py``'s matched build:
   full-resolution UNet, 7 steps, ``half_res=True`` integration).
@@ -66,7 +66,7 @@ class MonaiAsResult(nn.Module):
 
 def _bundle_parser(args: argparse.Namespace) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / "common.json"), str(BUNDLE / "configs" / "train.json")])
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update(
         {
             "bundle_root": str(BUNDLE),

@@ -55,7 +55,7 @@ def _command(run_dir: Path, max_epochs: int) -> list[str]:
         "augment_prob": 0,
     }
     args = [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json")]
-    args += ["--config_file", str([str(configs / "common.json"), str(configs / "train.json")])]
+    args += ["--config_file", str(configs / "train.json")]
     for key, value in settings.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     return args

@@ -12,6 +12,7 @@ from monai_vmorph.engines.bundle_config import (
 from monai_vmorph.engines.bundle_run import (
     TrainingInterrupted,
     begin_bundle_run,
+    find_bundle_root,
     lock_run_folders,
     release_run_folders,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "check_labels",
     "check_pairs",
     "check_training_data",
+    "find_bundle_root",
     "lock_run_folders",
     "quiet_known_warnings",
     "read_history",

@@ -16,6 +16,10 @@ expression is :func:`begin_bundle_run`, which
 * rejects a command-line setting that no config file of the run defines (``--learning_rat 0.1`` would otherwise be
   stored and never read), suggesting the closest known one.
 
+The configs' ``bundle_root`` is :func:`find_bundle_root`: the bundle folder of the config file the workflow reads, so
+``--config_file configs/inference.json`` (in the bundle folder) and ``--config_file
+bundles/voxelmorph_brain_3d/configs/inference.json`` (from the repository root) read and write the same files.
+
 :func:`lock_run_folders` then takes the :class:`~monai_vmorph.io.locks.FolderLock` of every folder the run writes
 into, after the settings and the data were checked (so a mistake writes nothing), and holds it to the end of the
 process.
@@ -28,6 +32,7 @@ import inspect
 import logging
 import os
 import sys
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -38,6 +43,7 @@ __all__ = [
     "TrainingInterrupted",
     "begin_bundle_run",
     "check_overrides",
+    "find_bundle_root",
     "install_error_hook",
     "lock_run_folders",
     "release_run_folders",
@@ -151,6 +157,33 @@ def check_overrides() -> None:
         close = difflib.get_close_matches(parts[0], known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "see the bundle's docs/README.md for the settings"
         raise UserError(f"--{key} is not a setting of this bundle run (unknown key {parts[0]!r}); {hint}")
+
+
+def find_bundle_root(default: str = ".") -> str:
+    """The bundle folder of the ``ConfigWorkflow`` whose config this is evaluated for (the configs' ``bundle_root``).
+
+    MONAI gives a config no way to name its own file, and zoo bundles set ``bundle_root`` to ``"."``, which is the
+    bundle only when the run starts in the bundle folder. This looks up the stack for the ``ConfigWorkflow`` that is
+    evaluating the expression and returns the folder that holds its ``configs/`` folder (the folder of its first
+    config file if that is not named ``configs``), the folder MONAI's ``ConfigWorkflow.run`` puts on ``sys.path``:
+    ``"."`` for ``--config_file configs/inference.json``, ``bundles/voxelmorph_brain_3d`` for
+    ``--config_file bundles/voxelmorph_brain_3d/configs/inference.json``. ``--bundle_root`` still replaces it.
+
+    Args:
+        default: returned when no ``ConfigWorkflow`` is evaluating (a ``ConfigParser`` used directly, e.g. by
+            ``ckpt_export``): the current folder, as in zoo bundles.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        folder = getattr(owner, "config_root_path", None) if isinstance(owner, ConfigWorkflow) else None
+        if folder is not None:
+            folder = Path(folder)
+            return str(folder.parent if folder.name == "configs" else folder)
+        frame = frame.f_back
+    return default
 
 
 def begin_bundle_run() -> bool:

@@ -53,13 +53,11 @@ class BundleModel:
 
 
 def _read_config(bundle: Path) -> ConfigParser:
-    configs = bundle / "configs"
-    files = [configs / "common.json", configs / "train.json"]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise UserError(f"--bundle {bundle} is not a monai-vmorph bundle: {missing[0]} is missing")
+    config = bundle / "configs" / "train.json"
+    if not config.is_file():
+        raise UserError(f"--bundle {bundle} is not a monai-vmorph bundle: {config} is missing")
     parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
+    parser.read_config(str(config))
     parser["bundle_root"] = str(bundle)
     return parser
 
@@ -104,7 +102,7 @@ def load_bundle_model(
         raise UserError(f"bundle {root.name} registers {dims}D images but the inputs are {spatial_dims}D")
     pixdim = parser.get_parsed_content("pixdim")
     if pixdim is None:
-        raise UserError(f"bundle {root} has no pixdim; set the network's voxel size in its configs/common.json")
+        raise UserError(f"bundle {root} has no pixdim; set the network's voxel size in its configs/train.json")
     model = parser.get_parsed_content("model")
     weights = Path(weights) if weights is not None else root / "models" / "model.pt"
     state = _load_state(weights)

@@ -18,9 +18,7 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     name, dataset_dir = bundle
     ndim = BUNDLES[name][0]
     common = overrides(name, dataset_dir, tmp_path)
-    train = workflow(
-        name, ["common.json", "train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common
-    )
+    train = workflow(name, ["train.json"], "train", max_epochs=2, pairs_per_epoch=2, val_interval=1, **common)
     assert train.check_properties() == []
     train.run()
     train.finalize()
@@ -30,7 +28,7 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     rows = list(csv.reader(open(tmp_path / "eval" / "metrics.csv")))
     assert {r[0] for r in rows} >= {"val_mean_dice", "val_folding", "val_sdlogj", "val_hd95"}
 
-    evaluate = workflow(name, ["common.json", "evaluate.json"], "infer", ckpt_path=str(model_path), **common)
+    evaluate = workflow(name, ["train.json", "evaluate.json"], "infer", ckpt_path=str(model_path), **common)
     assert evaluate.check_properties() == []
     evaluate.run()
     dice = evaluate.evaluator.state.metrics["val_mean_dice"]
@@ -42,7 +40,7 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     infer_out = tmp_path / "inference"
     infer = workflow(
         name,
-        ["common.json", "inference.json"],
+        ["inference.json"],
         "infer",
         ckpt_path=str(model_path),
         **{**common, "output_dir": str(infer_out)},
@@ -61,7 +59,7 @@ def test_train_then_evaluate_then_infer(bundle, tmp_path):
     with pytest.raises(RuntimeError) as error:
         workflow(
             name,
-            ["common.json", "inference.json"],
+            ["inference.json"],
             "infer",
             ckpt_path=str(model_path),
             **{**common, "output_dir": str(infer_out)},
@@ -97,7 +95,7 @@ def test_inference_of_one_pair_writes_on_the_native_fixed_grid(bundle, tmp_path)
     moving = _spheres(tmp_path / "moving.nii.gz", (48, 56, 44)[:ndim], (1.25, 1.0, 1.5)[:ndim], False, (2, -1, 1))
     out = tmp_path / "inference"
     config = {"bundle_root": str(ROOT / "bundles" / name), "spatial_size": [SIZE] * ndim, "output_dir": str(out)}
-    run = cli(name, "run inferring", ["common.json", "inference.json"], moving=moving, fixed=fixed, **config)
+    run = cli(name, "run inferring", ["inference.json"], moving=moving, fixed=fixed, **config)
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["moving_to_fixed_ddf.nii.gz", "moving_to_fixed_warped.nii.gz"]
     warped = nib.load(out / "moving_to_fixed_warped.nii.gz")

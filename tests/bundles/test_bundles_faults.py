@@ -24,8 +24,8 @@ from bundle_helpers import BUNDLES, ROOT, SIZE, cli, overrides
 
 from monai_vmorph.io.locks import LOCK_NAME
 
-TRAIN = ["common.json", "train.json"]
-INFER = ["common.json", "inference.json"]
+TRAIN = ["train.json"]
+INFER = ["inference.json"]
 NAME_2D = "voxelmorph_brain_2d"
 SHORT = {"max_epochs": 1, "pairs_per_epoch": 2, "val_interval": 1}
 
@@ -290,9 +290,8 @@ def test_training_with_the_readme_command_leaves_the_bundle_and_its_weights_unto
         subprocess.run([*git, *command], check=True, capture_output=True)
     shipped = _sha(repo / "bundles" / name / "models" / "model.pt")
     bundle_dir = f"bundles/{name}"
-    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--bundle_root", bundle_dir]
-    args += ["--meta_file", f"{bundle_dir}/configs/metadata.json"]
-    args += ["--config_file", f"['{bundle_dir}/configs/common.json','{bundle_dir}/configs/train.json']"]
+    args = [sys.executable, "-m", "monai.bundle", "run", "training"]
+    args += ["--config_file", f"{bundle_dir}/configs/train.json"]
     args += ["--max_epochs", "1", "--pairs_per_epoch", "1", "--val_interval", "1", "--augment_prob", "0"]
     args += ["--spatial_size", json.dumps([SIZE] * ndim)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -30,7 +30,7 @@ def _train(common, max_epochs, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train = workflow(
-            NAME, ["common.json", "train.json"], "train", max_epochs=max_epochs, pairs_per_epoch=2, val_interval=1,
+            NAME, ["train.json"], "train", max_epochs=max_epochs, pairs_per_epoch=2, val_interval=1,
             **common,
         )  # fmt: skip
         train.run()
@@ -75,7 +75,7 @@ def test_training_reports_history_and_tensorboard_across_resume(named_dataset, t
 
     infer_out = tmp_path / "inference"
     infer = workflow(
-        NAME, ["common.json", "inference.json"], "infer", ckpt_path=str(tmp_path / "models" / "model.pt"),
+        NAME, ["inference.json"], "infer", ckpt_path=str(tmp_path / "models" / "model.pt"),
         **{**common, "output_dir": str(infer_out)},
     )  # fmt: skip
     infer.run()
@@ -89,7 +89,7 @@ def test_training_reports_history_and_tensorboard_across_resume(named_dataset, t
     # the command line's stderr: no HD95 FutureWarning (3 per validation before); MONAI's config notice is printed
     # by `python -m monai.bundle run` before the config's initialize can filter it
     done = cli(
-        NAME, "run evaluating", ["common.json", "evaluate.json"], ckpt_path=str(tmp_path / "models" / "model.pt"),
+        NAME, "run evaluating", ["train.json", "evaluate.json"], ckpt_path=str(tmp_path / "models" / "model.pt"),
         **{**common, "output_dir": str(tmp_path / "cli_eval")},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -21,7 +21,7 @@ def test_shipped_weights_beat_identity_on_the_validation_pairs(name, tmp_path):
     assert all(k.startswith("model.") and isinstance(v, torch.Tensor) for k, v in state.items())
     evaluate = workflow(
         name,
-        ["common.json", "evaluate.json"],
+        ["train.json", "evaluate.json"],
         "infer",
         bundle_root=str(ROOT / "bundles" / name),
         output_dir=str(tmp_path),

@@ -7,8 +7,9 @@ import pytest
 import torch
 from bundle_helpers import BUNDLES, ROOT, SIZE, cli, overrides, workflow
 from ignite.engine import Events
+from monai.bundle import ConfigParser
 
-TRAIN = ["common.json", "train.json"]
+TRAIN = ["train.json"]
 
 
 def _iterations_per_epoch(name, pairs, ranks=1):
@@ -76,7 +77,10 @@ def test_torchscript_export_matches_eager_mode_and_verify_net_in_out_passes(bund
     name, dataset_dir = bundle
     ndim = BUNDLES[name][0]
     config = overrides(name, dataset_dir, tmp_path)
-    network_def = workflow(name, ["common.json"], "infer", **config).parser.get_parsed_content("network_def")
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    parser.update(config)
+    network_def = parser.get_parsed_content("network_def")
     torch.manual_seed(0)
     with torch.no_grad():  # a non-trivial field, so the comparison covers the warp
         for p in network_def.parameters():
@@ -88,7 +92,7 @@ def test_torchscript_export_matches_eager_mode_and_verify_net_in_out_passes(bund
     result = cli(
         name,
         "ckpt_export network_def",
-        ["common.json"],
+        ["inference.json"],
         filepath=str(exported),
         ckpt_file=str(ckpt),
         key_in_ckpt="",
@@ -106,7 +110,7 @@ def test_torchscript_export_matches_eager_mode_and_verify_net_in_out_passes(bund
     assert eager[:, 1:].abs().max() > 0.05  # the field is not ~0
     torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
 
-    verify = cli(name, "verify_net_in_out network_def", ["common.json"], **config)
+    verify = cli(name, "verify_net_in_out network_def", ["inference.json"], **config)
     assert verify.returncode == 0, verify.stderr[-3000:]
     assert "data shape of network is verified with no error" in verify.stdout + verify.stderr
 
@@ -149,7 +153,7 @@ def test_bad_inference_pairs_fail_in_one_line(given, message, tmp_path):
     result = cli(
         name,
         "run inferring",
-        ["common.json", "inference.json"],
+        ["inference.json"],
         **config,
         **{key: image if value == "M" else value for key, value in given.items()},
     )
@@ -163,8 +167,7 @@ def test_bad_inference_pairs_fail_in_one_line(given, message, tmp_path):
 def test_evaluation_without_weights_fails_in_one_line(tmp_path):
     name = "voxelmorph_brain_2d"
     config = {**overrides(name, ROOT / "data" / "brain_2d", tmp_path), "ckpt_path": str(tmp_path / "none.pt")}
-    config.pop("batch_size")  # a training setting: evaluation refuses settings it does not have
-    result = cli(name, "run evaluating", ["common.json", "evaluate.json"], **config)
+    result = cli(name, "run evaluating", ["train.json", "evaluate.json"], **config)
     assert result.returncode == 2
     assert f"error: ckpt_path '{tmp_path / 'none.pt'}' does not exist" in result.stderr
     assert "Traceback" not in result.stderr

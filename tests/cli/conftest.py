@@ -8,7 +8,7 @@ from monai_vmorph.pipeline import default_bundle
 def _weights(ndim, path, scale):
     """The bundle's network with randomly perturbed weights, so the field is smooth but not zero."""
     parser = ConfigParser()
-    parser.read_config(str(default_bundle(ndim) / "configs" / "common.json"))
+    parser.read_config(str(default_bundle(ndim) / "configs" / "inference.json"))
     parser["bundle_root"] = str(default_bundle(ndim))
     net = parser.get_parsed_content("network_def")
     torch.manual_seed(ndim)
