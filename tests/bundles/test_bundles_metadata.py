@@ -47,14 +47,7 @@ def test_eval_metrics_are_the_documented_measurement(name):
     assert f"{value:.3f}" in (ROOT / "bundles" / name / "docs" / "README.md").read_text()
 
 
-LARGE_2D = pytest.mark.xfail(
-    strict=True, reason="2D model.pt is 62 MB and has no download host for a large_files.yml (see its docs)"
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=LARGE_2D) if n == "voxelmorph_brain_2d" else n for n in sorted(BUNDLES)]
-)
+@pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_weight_files_fit_the_zoo(name):
     """Every file of a bundle is within the zoo's 25 MB limit or listed in its ``large_files.yml``."""
     bundle = ROOT / "bundles" / name
