@@ -33,6 +33,7 @@ from monai_vmorph.engines.handlers import PairEpochHandler
 from monai_vmorph.engines.history import MetricsHistory, read_history
 from monai_vmorph.engines.known_warnings import quiet_known_warnings
 from monai_vmorph.engines.prepare_batch import PrepareRegistrationBatch
+from monai_vmorph.engines.refine_inferer import RefiningInferer
 from monai_vmorph.engines.reporting import PairProgressReporter, TrainingReporter
 from monai_vmorph.engines.tensorboard import TensorBoardResumeMarker
 from monai_vmorph.engines.writer import RegistrationWriter
@@ -45,6 +46,7 @@ __all__ = [
     "PairEpochHandler",
     "PairProgressReporter",
     "PrepareRegistrationBatch",
+    "RefiningInferer",
     "RegistrationCheckpointer",
     "RegistrationEvalOutputs",
     "RegistrationWriter",

@@ -166,3 +166,33 @@ def test_refine_argument_errors():
     two_way = VoxelMorph(spatial_dims=2, bidirectional=True, backbone_kwargs={"encoder_channels": (4, 4)})
     with pytest.raises(ValueError, match="bidirectional"):
         refine_multilevel(two_way, moving, fixed, LOSS, (level,))
+
+
+def test_refining_inferer_refines_every_pair_of_a_batch_like_refine_multilevel():
+    """The bundles' inferer: each batch item refined on its own with the preset, inside ``torch.no_grad()`` as
+    MONAI's evaluator calls it; ``"fast"`` is the network alone; an unknown preset is a one-line error."""
+    from monai_vmorph.engines import RefiningInferer
+    from monai_vmorph.errors import UserError
+
+    model, moving, fixed, truth, _ = _known_pair((32, 32), amplitude=1.2)
+    other = _smooth_image((32, 32), seed=7)
+    moving2, fixed2 = torch.cat([moving, other]), torch.cat([fixed, warp(other, truth)])
+    inferer = RefiningInferer("default", similarity="ncc", smoothness_weight=0.05, loss_mult=2)
+    with torch.no_grad():
+        out = inferer(moving2, model, fixed=fixed2)
+        network = model(moving2, fixed2)
+    assert out.ddf.shape == (2, 2, 32, 32) and not out.ddf.requires_grad
+    for b in range(2):
+        direct = refine_multilevel(
+            model, moving2[b : b + 1], fixed2[b : b + 1], inferer.loss, **REFINE_PRESETS["default"].kwargs()
+        )
+        torch.testing.assert_close(out.ddf[b : b + 1], direct.result.ddf, rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.warped[b : b + 1], direct.result.warped, rtol=0, atol=1e-5)
+        before = float(endpoint_error(network.ddf[b : b + 1], truth)[0])
+        after = float(endpoint_error(out.ddf[b : b + 1], truth)[0])
+        assert before > 1.0 and after < 0.5 * before  # the network (random weights, ~zero field) is refined
+    with torch.no_grad():
+        fast = RefiningInferer("fast")(moving2, model, fixed=fixed2)
+    torch.testing.assert_close(fast.ddf, network.ddf, rtol=0, atol=0)
+    with pytest.raises(UserError, match=r"refine must be one of \['default', 'fast'\], got 'accurate'"):
+        RefiningInferer("accurate")
