@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -251,12 +253,28 @@ def _saved_epoch(path: os.PathLike) -> int | None:
         return None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``) turned into an interrupt, so training ends like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def run_training(trainer: Engine) -> Engine:
-    """Run ``trainer``; Ctrl-C ends it with :class:`TrainingInterrupted` saying where the run will resume.
+    """Run ``trainer``; Ctrl-C or SIGTERM ends it with :class:`TrainingInterrupted` saying where it will resume.
+
+    SIGTERM (sent by Slurm, Kubernetes or ``kill`` before they stop a job) is handled like Ctrl-C while training
+    runs (main thread only; the previous handler is restored after), so the user gets the same one line and exit
+    status 143 instead of a silent death. Checkpoints are atomic either way: ``last.pt`` always holds the last
+    complete epoch.
 
     Returns:
         The trainer, after a complete run.
     """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         trainer.run()
     except KeyboardInterrupt as interrupt:
@@ -271,5 +289,11 @@ def run_training(trainer: Engine) -> Engine:
             where = f"last complete checkpoint {checkpointer.last_path}, epoch {saved}"
         else:
             where = "no complete epoch saved yet"
-        raise TrainingInterrupted(f"interrupted at epoch {epoch} ({where}); run the same command to resume") from None
+        how, status = ("terminated (SIGTERM)", 143) if isinstance(interrupt, _Terminated) else ("interrupted", 130)
+        raise TrainingInterrupted(
+            f"{how} at epoch {epoch} ({where}); run the same command to resume", exit_status=status
+        ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return trainer

@@ -10,7 +10,7 @@ expression is :func:`begin_bundle_run`, which
   (:func:`monai_vmorph.errors.find_user_error`): a :class:`~monai_vmorph.errors.UserError` prints
   ``error: <message>`` on stderr and exits with status 2 (the same message the ``monai-vmorph`` command prints);
   a ``KeyboardInterrupt`` prints its message (:class:`TrainingInterrupted` says where to resume) and exits
-  with 130; any other exception keeps Python's traceback;
+  with 130 (143 when training was stopped by SIGTERM); any other exception keeps Python's traceback;
 * mutes the engines' own error logs of those two kinds (ignite's "terminating due to exception" lines and
   ``StatsHandler``'s tracebacks), so the one line is all the user sees;
 * rejects a command-line setting that no config file of the run defines (``--learning_rat 0.1`` would otherwise be
@@ -60,7 +60,15 @@ _RUN_LOCKS: list[FolderLock] = []
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says which epoch was lost and how to resume."""
+    """Ctrl-C (or SIGTERM) during training; the message says which epoch was lost and how to resume.
+
+    Attributes:
+        exit_status: the process's exit status, ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_status: int = 130) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def _find_interrupt(error: BaseException | None) -> KeyboardInterrupt | None:
@@ -86,7 +94,7 @@ def _excepthook(kind: type[BaseException], error: BaseException, tb: TracebackTy
     interrupt = _find_interrupt(error)
     if interrupt is not None:
         print(str(interrupt) or "interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+        sys.exit(getattr(interrupt, "exit_status", 130))
     sys.__excepthook__(kind, error, tb)
 
 
