@@ -29,6 +29,7 @@ from monai_vmorph.engines.evaluation import (
     RegistrationEvalOutputs,
     SDlogJMetric,
 )
+from monai_vmorph.engines.gradient_guard import FiniteGradientGuard
 from monai_vmorph.engines.handlers import PairEpochHandler
 from monai_vmorph.engines.history import MetricsHistory, read_history
 from monai_vmorph.engines.known_warnings import quiet_known_warnings
@@ -41,6 +42,7 @@ from monai_vmorph.engines.writer import RegistrationWriter
 __all__ = [
     "BundleConfigError",
     "EndpointErrorMetric",
+    "FiniteGradientGuard",
     "FoldingFractionMetric",
     "MetricsHistory",
     "PairEpochHandler",
