@@ -74,6 +74,9 @@ def _bundle_parser(args: argparse.Namespace) -> ConfigParser:
             "augment_prob": 0.0,
             "pairs_per_epoch": 16,
             "seed": args.seed,
+            # both networks train in float32: MONAI's runs without autocast here, and a bfloat16 backbone would
+            # make the budget comparison one of precisions (those rows are bench_networks.py --precision's)
+            "precision": "fp32",
         }
     )
     if args.quick:
