@@ -123,8 +123,8 @@ REFINE_PRESETS: dict[str, RefinePreset] = {
     "default": RefinePreset(
         levels=(
             RefineLevel(factor=4, max_steps=50, lr=0.1, ncc_window=3, integration_steps=4, exact_gradient=False),
-            RefineLevel(factor=2, max_steps=10, lr=0.1, ncc_window=5, integration_steps=4, exact_gradient=False),
-            RefineLevel(factor=1, max_steps=5, lr=0.1, exact_gradient=False),
+            RefineLevel(factor=2, max_steps=30, lr=0.1, ncc_window=5, integration_steps=4, exact_gradient=False),
+            RefineLevel(factor=1, max_steps=15, lr=0.1, exact_gradient=False),
         ),
         tol=1e-3,
         window=5,
