@@ -114,8 +114,9 @@ def checkpointer_of(engine: Engine) -> RegistrationCheckpointer | None:
     return _CHECKPOINTERS.get(engine)
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel``, so checkpoints have no ``module.`` prefix."""
+def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (itself otherwise): checkpoints without the
+    ``module.`` prefix, and the model's own attributes (``precision``) for the reporters, inferers and guards."""
     return getattr(module, "module", module)
 
 
@@ -216,7 +217,7 @@ class RegistrationCheckpointer:
             return
         state = load_checkpoint(self.last_path)
         try:
-            _unwrap(self.network).load_state_dict(state["network"])
+            unwrap_module(self.network).load_state_dict(state["network"])
             configured_lrs = [group["lr"] for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
             for group, lr in zip(self.optimizer.param_groups, configured_lrs, strict=True):
@@ -256,7 +257,7 @@ class RegistrationCheckpointer:
         epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
         self.best_metric, self.best_epoch = metric, epoch
         if idist.get_rank() == 0:
-            atomic_torch_save(_unwrap(self.best_network).state_dict(), self.best_path)
+            atomic_torch_save(unwrap_module(self.best_network).state_dict(), self.best_path)
             logger.info("epoch %d: new best %s %.4f, saved %s", epoch, self.key_metric, metric, self.best_path)
 
     def save_last(self, engine: Engine) -> None:
@@ -264,7 +265,7 @@ class RegistrationCheckpointer:
         if idist.get_rank() != 0:
             return
         state = {
-            "network": _unwrap(self.network).state_dict(),
+            "network": unwrap_module(self.network).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "trainer": engine.state_dict(),
             "best_metric": self.best_metric,

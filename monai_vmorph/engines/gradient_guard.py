@@ -24,16 +24,12 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
+from monai_vmorph.engines.checkpoint import unwrap_module
 from monai_vmorph.precision import resolve_precision
 
 __all__ = ["FiniteGradientGuard"]
 
 logger = logging.getLogger(__name__)
-
-
-def _model_of(network: torch.nn.Module) -> torch.nn.Module:
-    """The module that holds the ``precision`` attribute (unwrapping DDP / ``DataParallel``)."""
-    return getattr(network, "module", network)
 
 
 def _gradients_finite(network: torch.nn.Module) -> bool:
@@ -55,10 +51,10 @@ class FiniteGradientGuard:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        model = _model_of(engine.network)
+        model = unwrap_module(engine.network)
         precision = getattr(model, "precision", "fp32")
-        device = next(model.parameters()).device
-        if resolve_precision(precision, device) == torch.float32 or _gradients_finite(engine.network):
+        dtype = resolve_precision(precision, next(model.parameters()).device)
+        if dtype == torch.float32 or _gradients_finite(engine.network):
             return
         batch = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets, args, kwargs = (*batch, (), {}) if len(batch) == 2 else batch
@@ -77,5 +73,5 @@ class FiniteGradientGuard:
                 "iteration %d: a %s gradient was not finite (a known fault of reduced-precision kernels on small "
                 "volumes); the step was recomputed in float32 (this message is shown once)",
                 engine.state.iteration,
-                resolve_precision(precision, device),
+                dtype,
             )

@@ -16,6 +16,7 @@ import torch
 from monai.inferers import Inferer
 from torch import nn
 
+from monai_vmorph.engines.checkpoint import unwrap_module
 from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, refine_multilevel
 from monai_vmorph.errors import UserError
 from monai_vmorph.losses import RegistrationLoss
@@ -26,7 +27,7 @@ __all__ = ["RefiningInferer"]
 
 def _registration_model(network: nn.Module) -> VoxelMorph:
     """The :class:`VoxelMorph` inside ``network`` (itself, or wrapped by DDP / ``DataParallel``)."""
-    model = getattr(network, "module", network)
+    model = unwrap_module(network)
     if not isinstance(model, VoxelMorph):
         raise TypeError(f"RefiningInferer needs a monai_vmorph VoxelMorph network, got {type(model).__name__}.")
     return model

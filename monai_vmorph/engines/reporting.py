@@ -28,6 +28,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
 from monai_vmorph.data.keys import FIXED_NAME, MOVING_LABEL, MOVING_NAME
+from monai_vmorph.engines.checkpoint import unwrap_module
 
 __all__ = ["PairProgressReporter", "TrainingReporter", "format_duration", "precision_summary"]
 
@@ -46,16 +47,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _unwrap(module: Any) -> Any:
-    return getattr(module, "module", module)
-
-
 def precision_summary(engine: Engine) -> str:
     """``"AMP on"``/``"AMP off"`` from a MONAI workflow's ``amp``, plus the network's ``precision`` if it has one
     (resolved for the workflow's device where :mod:`monai_vmorph.precision` can), e.g. ``"AMP off, precision auto
     (torch.float32)"``."""
     text = f"AMP {'on' if getattr(engine, 'amp', False) else 'off'}"
-    precision = getattr(_unwrap(getattr(engine, "network", None)), "precision", None)
+    precision = getattr(unwrap_module(getattr(engine, "network", None)), "precision", None)
     if isinstance(precision, str):
         text += f", precision {precision}"
         try:

@@ -44,10 +44,8 @@ def _config(name: str, file: str) -> dict:
 def _without(config: dict, path: str) -> dict:
     """``config`` without the item at id path ``path`` (``a#b``), if it is there."""
     config = copy.deepcopy(config)
-    *parents, last = path.split("#")
-    node = config
-    for key in parents:
-        node = node.get(key) if isinstance(node, dict) else None
+    parent, _, last = path.rpartition("#")
+    node = _get(config, parent) if parent else config
     if isinstance(node, dict):
         node.pop(last, None)
     return config
