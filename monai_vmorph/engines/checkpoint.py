@@ -150,6 +150,10 @@ class RegistrationCheckpointer:
             pass ``network_def`` so ``model.pt`` loads into it directly.
         key_metric: name of the validation metric; higher is better.
         resume: continue from ``last.pt`` when it exists.
+        init_weights: weights to start from when there is no ``last.pt`` to resume (fine-tuning): a bundle's
+            ``model.pt`` (``network_def`` keys ``model.…``) or a bare state dict of the network, read with
+            ``weights_only=True`` and cast to the network's dtypes; the optimizer and epoch start afresh. Ignored
+            when resuming, so the same command continues a fine-tuning run.
         best_filename: file name of the best model.
         last_filename: file name of the resumable state.
         extra: more objects with ``state_dict``/``load_state_dict`` to save and restore (e.g. an LR scheduler).
@@ -164,6 +168,7 @@ class RegistrationCheckpointer:
         best_network: torch.nn.Module | None = None,
         key_metric: str = "val_mean_dice",
         resume: bool = True,
+        init_weights: str | os.PathLike | None = None,
         best_filename: str = "model.pt",
         last_filename: str = "last.pt",
         extra: Mapping[str, Any] | None = None,
@@ -175,6 +180,7 @@ class RegistrationCheckpointer:
         self.best_network = best_network if best_network is not None else network
         self.key_metric = key_metric
         self.resume_enabled = bool(resume)
+        self.init_weights = Path(init_weights) if init_weights else None
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename
         self.extra = dict(extra or {})
@@ -214,6 +220,8 @@ class RegistrationCheckpointer:
             self.release()
             raise
         if not (self.resume_enabled and self.last_path.is_file()):
+            if self.init_weights is not None:
+                self._initialise(self.init_weights)
             return
         state = load_checkpoint(self.last_path)
         try:
@@ -245,6 +253,25 @@ class RegistrationCheckpointer:
             self.best_metric,
             self.best_epoch,
         )
+
+    def _initialise(self, path: Path) -> None:
+        """Load ``init_weights`` into the network (see the class docstring)."""
+        if not path.is_file():
+            raise UserError(f"--init_weights {path} is not a file; give a model.pt to start from, or leave it unset")
+        state = load_checkpoint(path)
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise UserError(f"--init_weights {path} does not hold a state dict of tensors; give a bundle's model.pt")
+        if state and all(str(k).startswith("model.") for k in state):
+            state = {str(k)[len("model.") :]: v for k, v in state.items()}
+        try:
+            unwrap_module(self.network).load_state_dict(state)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[0][:160]
+            raise UserError(
+                f"--init_weights {path} does not fit this network ({reason}); give weights trained with the same "
+                "network settings"
+            ) from None
+        logger.info("initialised the network from %s (fine-tuning: new optimizer, epoch 0)", path)
 
     def save_best(self, evaluator: Engine) -> None:
         """Write ``model.pt`` when the key metric improved (ignores NaN/inf metrics)."""

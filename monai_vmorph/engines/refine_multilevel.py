@@ -19,6 +19,11 @@ field there is small in that grid's voxels. At the network's own resolution with
 steps the level's loss is the model's loss for the pair, so the last loss reported is comparable with the
 network's.
 
+Each level's loss is evaluated on the box where the fixed image or the moving image warped by the level's starting
+field has signal, widened by the NCC window and a margin (``_Level.focus``): around a skull-stripped, resampled scan
+both images are exactly zero, where the similarity and its gradient are zero, so the value is the whole grid's
+with fewer voxels per step (the whole grid when the images have signal everywhere).
+
 Everything is deterministic for a fixed input (no random numbers; the same operations in the same order), so
 two runs stop after the same number of steps with the same field.
 """
@@ -39,10 +44,14 @@ from monai_vmorph.losses import RegistrationLoss, gradient_loss, mse
 from monai_vmorph.losses.similarity import local_ncc_to_target, ncc_target_statistics
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
-from monai_vmorph.networks.blocks.warp import linear_mode, warp
+from monai_vmorph.networks.blocks.warp import _MODES, identity_grid, linear_mode, warp
 from monai_vmorph.networks.nets.voxelmorph import RegistrationResult, VoxelMorph
 
 __all__ = ["REFINE_PRESETS", "RefineLevel", "RefinePreset", "refine_multilevel"]
+
+#: Voxels (of a level's grid) by which the region of a level's loss extends beyond where the images have signal at
+#: the level's start, for the field's change during the level (see :meth:`_Level.focus`).
+_REGION_MARGIN = 4
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,26 @@ def _smooth_resample(image: torch.Tensor, shape: tuple[int, ...], factor: int) -
     return F.interpolate(out, size=shape, mode=linear_mode(ndim), align_corners=True)
 
 
+def _signal_region(moving: torch.Tensor, fixed: torch.Tensor, shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
+    """Bounding box (within ``shape``) of the voxels where ``moving`` or ``fixed`` is not zero, widened by ``margin``.
+
+    Skull-stripped and resampled scans are exactly zero around the head; the similarity of two zero regions is zero
+    with a zero gradient (local NCC's window variance is zero there, and so is the squared difference), so a level's
+    loss only needs the box. Images with signal everywhere (noise, a field of view filled by the body) give the
+    whole grid, i.e. the exact full-grid loss.
+    """
+    signal = (moving[(..., *(slice(0, n) for n in shape))] != 0) | (fixed[(..., *(slice(0, n) for n in shape))] != 0)
+    signal = signal.reshape(-1, *shape).any(0)
+    if not bool(signal.any()):
+        return tuple(slice(0, n) for n in shape)
+    region = []
+    for axis, n in enumerate(shape):
+        present = signal.any(dim=tuple(a for a in range(len(shape)) if a != axis)).nonzero()
+        start, stop = int(present[0]) - margin, int(present[-1]) + 1 + margin
+        region.append(slice(max(0, start), min(n, stop)))
+    return tuple(region)
+
+
 class _Level:
     """The images, fixed statistics and field grid of one level (built once per level)."""
 
@@ -209,11 +238,41 @@ class _Level:
             self.fixed = _smooth_resample(F.pad(fixed, pad), image_shape, level.factor)
             self.padded = self.crop = image_shape
         self.similarity = loss_fn.similarity
-        if self.similarity == "ncc":
-            window = level.ncc_window if level.ncc_window is not None else loss_fn.ncc_window
-            self.stats = ncc_target_statistics(self.fixed, window)
+        self.window = level.ncc_window if level.ncc_window is not None else loss_fn.ncc_window
+        self.region: tuple[slice, ...] = tuple(slice(0, n) for n in self.crop)
         self.weight = loss_fn.smoothness_weight
         self.exact_gradient = bool(level.exact_gradient)
+
+    def focus(self, velocity: torch.Tensor) -> None:
+        """Restrict the level's loss to the region where it can be non-zero for fields near ``velocity``.
+
+        That is the bounding box of the voxels where the fixed image or the moving image warped by ``velocity`` is
+        not zero, widened by the NCC window and by :data:`_REGION_MARGIN` voxels that the field may still move
+        during the level. Outside it both images are zero, so the similarity there is zero with a zero gradient
+        (local NCC's window variance vanishes, as does the squared difference); the loss is the region's mean times
+        its share of the grid, the same value as over the whole grid. Images with signal everywhere (a noisy
+        background, a field of view filled by the body) keep the whole grid.
+        """
+        radius = 0
+        if self.similarity == "ncc":
+            window = self.window
+            radius = max(window if isinstance(window, Sequence) else [window]) // 2
+        with torch.no_grad():
+            warped = warp(self.moving, self.ddf(velocity), self.model.mode, self.model.padding_mode)
+        self.region = _signal_region(warped, self.fixed, self.crop, radius + _REGION_MARGIN)
+        self.region_fraction = math.prod(s.stop - s.start for s in self.region) / math.prod(self.crop)
+        full = identity_grid(tuple(self.moving.shape[2:]), self.moving.device, self.moving.dtype)
+        self.region_identity = full[(slice(None), *self.region)].contiguous()
+        self.region_scale = torch.tensor(
+            [2.0 / max(n - 1, 1) for n in reversed(self.moving.shape[2:])],
+            device=self.moving.device,
+            dtype=self.moving.dtype,
+        )
+        fixed_region = self.fixed[(..., *self.region)]
+        if self.similarity == "ncc":
+            self.stats = ncc_target_statistics(fixed_region, self.window)
+        else:
+            self.fixed_region = fixed_region
 
     def ddf(self, velocity: torch.Tensor) -> torch.Tensor:
         ddf = velocity
@@ -229,11 +288,15 @@ class _Level:
         return ddf
 
     def loss(self, velocity: torch.Tensor) -> torch.Tensor:
-        warped = warp(self.moving, self.ddf(velocity), self.model.mode, self.model.padding_mode)
+        ddf = self.ddf(velocity)[(slice(None), slice(None), *self.region)]
+        grid = torch.addcmul(self.region_identity, ddf.flip(1).movedim(1, -1), self.region_scale)
+        mode = _MODES[self.model.mode]
+        warped = F.grid_sample(self.moving, grid, mode=mode, padding_mode=self.model.padding_mode, align_corners=True)
+        # outside the region both images are zero: the whole grid's mean is the region's times its fraction
         if self.similarity == "ncc":
-            total = local_ncc_to_target(warped, self.stats)
+            total = local_ncc_to_target(warped, self.stats) * self.region_fraction
         else:
-            total = mse(warped, self.fixed)
+            total = mse(warped, self.fixed_region) * self.region_fraction
         if self.weight > 0:
             penalty = gradient_loss(velocity, self.loss_fn.smoothness_penalty, self.loss_fn.loss_mult)
             total = total + self.weight * penalty
@@ -311,6 +374,7 @@ def refine_multilevel(
         velocity = level_base + resize_field(velocity - velocity_base, setting.velocity_shape)
         velocity = velocity.detach().clone().requires_grad_(True)
         velocity_base = level_base
+        setting.focus(velocity.detach())
         optimizer = torch.optim.Adam([velocity], lr=level.lr)
         losses: list[float] = []
         converged = False

@@ -2,12 +2,18 @@
 
 from monai_vmorph.transforms.augmentation import pair_augmentation
 from monai_vmorph.transforms.preprocessing import INTENSITY_PERCENTILES, EnsureSpatialDimsd, registration_preprocessing
-from monai_vmorph.transforms.synthetic import RandSmoothDeformd, RandSyntheticPaird, random_smooth_field
+from monai_vmorph.transforms.synthetic import (
+    RandSmoothDeformd,
+    RandSyntheticFixedd,
+    RandSyntheticPaird,
+    random_smooth_field,
+)
 
 __all__ = [
     "INTENSITY_PERCENTILES",
     "EnsureSpatialDimsd",
     "RandSmoothDeformd",
+    "RandSyntheticFixedd",
     "RandSyntheticPaird",
     "pair_augmentation",
     "random_smooth_field",

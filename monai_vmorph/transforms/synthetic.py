@@ -39,7 +39,7 @@ from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import field_scale_factors, resize_field
 from monai_vmorph.networks.blocks.warp import linear_mode, warp
 
-__all__ = ["RandSmoothDeformd", "RandSyntheticPaird", "random_smooth_field"]
+__all__ = ["RandSmoothDeformd", "RandSyntheticFixedd", "RandSyntheticPaird", "random_smooth_field"]
 
 
 def random_smooth_field(
@@ -226,4 +226,60 @@ class RandSyntheticPaird(MapTransform, _RandFieldMixin):
             d[MOVING_LABEL], d[FIXED_LABEL] = label, _warp_like(label, field, "nearest")
         d[MOVING_NAME], d[FIXED_NAME] = name, f"{name}_deformed"
         d[DDF_TRUE] = field[0]
+        return d
+
+
+class RandSyntheticFixedd(MapTransform, _RandFieldMixin):
+    """With probability ``prob``, replace a pair's fixed side by a random smooth deformation of its moving side.
+
+    Training on such pairs teaches a network to undo deformations of a known size between two scans of the same
+    anatomy (the task of :class:`RandSyntheticPaird`), while the other pairs stay as drawn (e.g. scan-to-scan).
+    Use it after loading and resampling (both sides on one grid) and after any per-side augmentation, so the fixed
+    image is exactly the (augmented) moving image warped: ``fixed(x) = moving(x + u(x))``. The fixed label is the
+    moving label warped by the same field (nearest neighbour), so label losses stay exact. Names are kept
+    (``fixed_name`` becomes ``<moving_name>_deformed``). The field is not stored, so that every batch item has the
+    same keys whether it was replaced or not.
+
+    Args:
+        prob: probability of replacing the fixed side of a pair.
+        max_displacement: largest velocity component in voxels.
+        control_spacing: voxels between random control points.
+        integration_steps: scaling-and-squaring steps.
+    """
+
+    def __init__(
+        self,
+        prob: float = 0.5,
+        max_displacement: float = 4.0,
+        control_spacing: float = 16.0,
+        integration_steps: int = 7,
+    ) -> None:
+        MapTransform.__init__(self, [MOVING_IMAGE, MOVING_LABEL], allow_missing_keys=True)
+        if not 0 <= prob <= 1:
+            raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
+        self.prob = float(prob)
+        self.max_displacement = float(max_displacement)
+        self.control_spacing = float(control_spacing)
+        self.integration_steps = int(integration_steps)
+        self._do = False
+
+    def randomize(self, data: object = None) -> None:
+        self._do = bool(self.R.rand() < self.prob)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
+        d = dict(data)
+        if MOVING_IMAGE not in d or FIXED_IMAGE not in d:
+            raise ValueError(
+                f"RandSyntheticFixedd needs the keys {MOVING_IMAGE!r} and {FIXED_IMAGE!r}, got {sorted(map(str, d))}."
+            )
+        self.randomize()
+        if not self._do:
+            return d
+        moving = d[MOVING_IMAGE]
+        field = self._draw_field(moving.shape[1:])
+        d[FIXED_IMAGE] = _warp_like(moving, field, "bilinear")
+        if d.get(MOVING_LABEL) is not None and FIXED_LABEL in d:
+            d[FIXED_LABEL] = _warp_like(d[MOVING_LABEL], field, "nearest")
+        if MOVING_NAME in d:
+            d[FIXED_NAME] = f"{d[MOVING_NAME]}_deformed"
         return d

@@ -21,7 +21,7 @@ from monai_vmorph.errors import UserError
 DATA = list(range(4))  # four iterations per epoch
 
 
-def _setup(tmp_path, metrics, nan_at=None, resume=True, crash_at=None, lr=0.1):
+def _setup(tmp_path, metrics, nan_at=None, resume=True, crash_at=None, lr=0.1, init_weights=None):
     """A trainer on y = 2x with SGD, an evaluator returning ``metrics[epoch - 1]``, and the checkpointer."""
     torch.manual_seed(0)
     net = torch.nn.Linear(1, 1)
@@ -48,7 +48,9 @@ def _setup(tmp_path, metrics, nan_at=None, resume=True, crash_at=None, lr=0.1):
 
     StopOnNonFiniteLoss().attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: evaluator.run([0]))
-    checkpointer = RegistrationCheckpointer(tmp_path, net, optimizer, evaluator=evaluator, resume=resume)
+    checkpointer = RegistrationCheckpointer(
+        tmp_path, net, optimizer, evaluator=evaluator, resume=resume, init_weights=init_weights
+    )
     checkpointer.attach(trainer)
     return trainer, net, optimizer, checkpointer
 
@@ -91,6 +93,39 @@ def test_an_interrupted_run_resumes_from_the_last_complete_epoch(tmp_path):
     # SGD with momentum: identical weights only if the network, the optimizer state and the data order resumed
     assert net.weight.item() == pytest.approx(ref_net.weight.item(), abs=1e-7)
     assert (checkpointer.best_metric, checkpointer.best_epoch) == (0.5, 2)
+
+
+def test_fine_tuning_starts_from_init_weights_and_resumes_from_its_own_last_pt(tmp_path):
+    # a bundle's model.pt: network_def keys ("model." prefix), stored in float16
+    shipped = tmp_path / "shipped.pt"
+    torch.save({"model.weight": torch.tensor([[1.5]]).half(), "model.bias": torch.tensor([0.25]).half()}, shipped)
+    trainer, net, _, _ = _setup(tmp_path / "run", metrics=[0.3, 0.5], init_weights=shipped, lr=0.0)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append((net.weight.item(), net.bias.item())))
+    trainer.run(DATA, max_epochs=1)
+    assert seen[0] == (1.5, 0.25) and net.weight.dtype == torch.float32  # lr 0: the weights stay the shipped ones
+
+    # the same command again (a longer run): resumes its own last.pt, the init weights are not loaded over it
+    torch.save({"weight": torch.tensor([[9.0]]), "bias": torch.tensor([9.0])}, shipped)
+    trainer, net, _, checkpointer = _setup(tmp_path / "run", metrics=[0.3, 0.5], init_weights=shipped, lr=0.0)
+    trainer.run(DATA, max_epochs=2)
+    assert (net.weight.item(), net.bias.item()) == (1.5, 0.25) and checkpointer.saved_epoch == 2
+
+    # weights of another network, a missing file, a file that is not a state dict: one line each
+    for bad, match in (
+        ({"weight": torch.zeros(2, 2), "bias": torch.zeros(2)}, "does not fit this network"),
+        (None, "is not a file"),
+        ({"weight": [1.0]}, "state dict of tensors"),
+    ):
+        path = tmp_path / "bad.pt"
+        path.unlink(missing_ok=True)
+        if bad is not None:
+            torch.save(bad, path)
+        trainer, _, _, _ = _setup(tmp_path / "fresh", metrics=[0.3], init_weights=path)
+        with pytest.raises(UserError, match=match) as error:
+            trainer.run(DATA, max_epochs=1)
+        assert "\n" not in str(error.value) and "--init_weights" in str(error.value)
+        assert not (tmp_path / "fresh" / "last.pt").exists()
 
 
 def test_resume_can_extend_a_finished_run_and_can_be_switched_off(tmp_path):

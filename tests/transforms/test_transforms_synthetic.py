@@ -3,10 +3,24 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_vmorph.data.keys import DDF_TRUE, FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
+from monai_vmorph.data.keys import (
+    DDF_TRUE,
+    FIXED_IMAGE,
+    FIXED_LABEL,
+    FIXED_NAME,
+    MOVING_IMAGE,
+    MOVING_LABEL,
+    MOVING_NAME,
+)
 from monai_vmorph.metrics import endpoint_error, folding_fraction, jacobian_determinant
 from monai_vmorph.networks import SpatialTransformer
-from monai_vmorph.transforms import RandSmoothDeformd, RandSyntheticPaird, pair_augmentation, random_smooth_field
+from monai_vmorph.transforms import (
+    RandSmoothDeformd,
+    RandSyntheticFixedd,
+    RandSyntheticPaird,
+    pair_augmentation,
+    random_smooth_field,
+)
 
 
 def _subject(ndim, seed=0):
@@ -102,3 +116,43 @@ def test_smooth_deform_probability_and_mode_checks():
     with pytest.raises(ValueError, match="on one grid"):
         RandSmoothDeformd(["a", "b"], prob=1.0)({"a": torch.zeros(1, 8, 8), "b": torch.zeros(1, 8, 9)})
     np.testing.assert_equal(RandSmoothDeformd(["image"], prob=1.0).modes, {"image": "bilinear"})
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_synthetic_fixed_side_is_the_moving_side_warped_by_a_smooth_field(ndim):
+    moving = _subject(ndim, seed=1)
+    other = _subject(ndim, seed=2)
+    pair = {
+        MOVING_IMAGE: moving["image"],
+        MOVING_LABEL: moving["label"],
+        FIXED_IMAGE: other["image"] * 2.0,
+        FIXED_LABEL: other["label"],
+        MOVING_NAME: "s1",
+        FIXED_NAME: "s2",
+    }
+    always = RandSyntheticFixedd(prob=1.0, max_displacement=3.0, control_spacing=8.0)
+    always.set_random_state(5)
+    out = always(pair)
+    # the same draw as random_smooth_field with the seed the transform's random state gives (after its coin)
+    state = np.random.RandomState(5)
+    assert state.rand() < 1.0
+    seed = int(state.randint(0, 2**31 - 1))
+    field = random_smooth_field(pair[MOVING_IMAGE].shape[1:], 3.0, 8.0, 7, torch.Generator().manual_seed(seed))
+    assert 2.0 < field.abs().max() < 4.0 and folding_fraction(field).item() == 0
+    expected = SpatialTransformer()(moving["image"].as_tensor()[None], field)[0]
+    torch.testing.assert_close(out[FIXED_IMAGE].as_tensor(), expected, rtol=0, atol=1e-6)
+    expected_label = SpatialTransformer(mode="nearest")(moving["label"].as_tensor()[None], field)[0]
+    torch.testing.assert_close(out[FIXED_LABEL].as_tensor(), expected_label, rtol=0, atol=0)
+    assert out[FIXED_NAME] == "s1_deformed" and out[MOVING_IMAGE] is pair[MOVING_IMAGE]
+    assert pair[FIXED_NAME] == "s2"  # the input dict is not edited
+    # prob 0 leaves the pair as drawn; prob 0.5 replaces about half of the pairs
+    never = RandSyntheticFixedd(prob=0.0)
+    assert never(pair)[FIXED_IMAGE] is pair[FIXED_IMAGE]
+    half = RandSyntheticFixedd(prob=0.5, max_displacement=1.0, control_spacing=8.0)
+    half.set_random_state(0)
+    replaced = sum(half(pair)[FIXED_NAME] == "s1_deformed" for _ in range(40))
+    assert 10 <= replaced <= 30
+    with pytest.raises(ValueError, match="prob"):
+        RandSyntheticFixedd(prob=1.5)
+    with pytest.raises(ValueError, match="fixed_image"):
+        always({MOVING_IMAGE: moving["image"]})
