@@ -44,7 +44,7 @@ from monai_vmorph.losses import RegistrationLoss, gradient_loss, mse
 from monai_vmorph.losses.similarity import local_ncc_to_target, ncc_target_statistics
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
-from monai_vmorph.networks.blocks.warp import _MODES, identity_grid, linear_mode, warp
+from monai_vmorph.networks.blocks.warp import _MODES, grid_sample_3d_parallel, identity_grid, linear_mode, warp
 from monai_vmorph.networks.nets.voxelmorph import RegistrationResult, VoxelMorph
 
 __all__ = ["REFINE_PRESETS", "RefineLevel", "RefinePreset", "refine_multilevel"]
@@ -132,8 +132,8 @@ REFINE_PRESETS: dict[str, RefinePreset] = {
     "default": RefinePreset(
         levels=(
             RefineLevel(factor=4, max_steps=50, lr=0.1, ncc_window=3, integration_steps=4, exact_gradient=False),
-            RefineLevel(factor=2, max_steps=30, lr=0.1, ncc_window=5, integration_steps=4, exact_gradient=False),
-            RefineLevel(factor=1, max_steps=15, lr=0.1, exact_gradient=False),
+            RefineLevel(factor=2, max_steps=20, lr=0.1, ncc_window=5, integration_steps=4, exact_gradient=False),
+            RefineLevel(factor=1, max_steps=10, lr=0.1, integration_steps=4, exact_gradient=False),
         ),
         tol=1e-3,
         window=5,
@@ -291,7 +291,7 @@ class _Level:
         ddf = self.ddf(velocity)[(slice(None), slice(None), *self.region)]
         grid = torch.addcmul(self.region_identity, ddf.flip(1).movedim(1, -1), self.region_scale)
         mode = _MODES[self.model.mode]
-        warped = F.grid_sample(self.moving, grid, mode=mode, padding_mode=self.model.padding_mode, align_corners=True)
+        warped = grid_sample_3d_parallel(self.moving, grid, mode, self.model.padding_mode)
         # outside the region both images are zero: the whole grid's mean is the region's times its fraction
         if self.similarity == "ncc":
             total = local_ncc_to_target(warped, self.stats) * self.region_fraction

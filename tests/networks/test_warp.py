@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 from helpers import affine_ddf, index_grid, rotation_matrix, smooth_random_field
 from scipy.ndimage import map_coordinates
 
 from monai_vmorph.networks import SpatialTransformer, identity_grid, warp
+from monai_vmorph.networks.blocks.warp import grid_sample_3d_parallel
 
 SHAPES = {2: (13, 17), 3: (9, 11, 8)}
 # the module itself (``monai_vmorph.networks.blocks.warp`` the attribute is the ``warp`` function)
@@ -212,3 +214,24 @@ def test_repeated_warps_with_the_cached_grid_give_identical_results():
     fresh = identity_grid((9, 11, 8))
     cached = _WARP_MODULE._identity((9, 11, 8), image.device, image.dtype)
     torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("depth", [16, 19, 7])  # even slabs, padded slabs, too thin to split
+@pytest.mark.parametrize(("mode", "padding_mode"), [("bilinear", "zeros"), ("nearest", "border")])
+def test_threaded_3d_grid_sample_equals_grid_sample(depth, mode, padding_mode, monkeypatch):
+    gen = torch.Generator().manual_seed(depth)
+    image = torch.rand(1, 2, 12, 10, 9, generator=gen).requires_grad_(True)
+    grid = (torch.rand(1, depth, 6, 5, 3, generator=gen) * 2.4 - 1.2).requires_grad_(True)  # some points outside
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    expected = F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    out = grid_sample_3d_parallel(image, grid, mode, padding_mode)
+    assert out.shape == expected.shape == (1, 2, depth, 6, 5)
+    assert torch.equal(out, expected)  # each output voxel is computed by the same kernel code
+    weights = torch.rand(expected.shape, generator=gen)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (image, grid))
+    grads = torch.autograd.grad((out * weights).sum(), (image, grid))
+    torch.testing.assert_close(grads[0], expected_grads[0], rtol=0, atol=1e-5)  # summed over slabs: other order
+    torch.testing.assert_close(grads[1], expected_grads[1], rtol=0, atol=0)
+    # batches, one thread, 2D: grid_sample itself
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert torch.equal(grid_sample_3d_parallel(image, grid, mode, padding_mode), expected)

