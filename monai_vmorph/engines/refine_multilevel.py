@@ -44,7 +44,7 @@ from monai_vmorph.losses import RegistrationLoss, gradient_loss, mse
 from monai_vmorph.losses.similarity import local_ncc_to_target, ncc_target_statistics
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
-from monai_vmorph.networks.blocks.warp import _MODES, grid_sample_3d_parallel, identity_grid, linear_mode, warp
+from monai_vmorph.networks.blocks.warp import _warp, identity_grid, linear_mode, warp
 from monai_vmorph.networks.nets.voxelmorph import RegistrationResult, VoxelMorph
 
 __all__ = ["REFINE_PRESETS", "RefineLevel", "RefinePreset", "refine_multilevel"]
@@ -187,16 +187,17 @@ def _smooth_resample(image: torch.Tensor, shape: tuple[int, ...], factor: int) -
     return F.interpolate(out, size=shape, mode=linear_mode(ndim), align_corners=True)
 
 
-def _signal_region(moving: torch.Tensor, fixed: torch.Tensor, shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
-    """Bounding box (within ``shape``) of the voxels where ``moving`` or ``fixed`` is not zero, widened by ``margin``.
+def _signal_region(moving: torch.Tensor, fixed: torch.Tensor, margin: int) -> tuple[slice, ...]:
+    """Bounding box of the voxels where ``moving`` or ``fixed`` (``(1, C, *S)``, one shape) is not zero, widened by
+    ``margin`` and clipped to the grid.
 
     Skull-stripped and resampled scans are exactly zero around the head; the similarity of two zero regions is zero
     with a zero gradient (local NCC's window variance is zero there, and so is the squared difference), so a level's
     loss only needs the box. Images with signal everywhere (noise, a field of view filled by the body) give the
     whole grid, i.e. the exact full-grid loss.
     """
-    signal = (moving[(..., *(slice(0, n) for n in shape))] != 0) | (fixed[(..., *(slice(0, n) for n in shape))] != 0)
-    signal = signal.reshape(-1, *shape).any(0)
+    shape = tuple(fixed.shape[2:])
+    signal = ((moving != 0) | (fixed != 0)).reshape(-1, *shape).any(0)
     if not bool(signal.any()):
         return tuple(slice(0, n) for n in shape)
     region = []
@@ -239,7 +240,6 @@ class _Level:
             self.padded = self.crop = image_shape
         self.similarity = loss_fn.similarity
         self.window = level.ncc_window if level.ncc_window is not None else loss_fn.ncc_window
-        self.region: tuple[slice, ...] = tuple(slice(0, n) for n in self.crop)
         self.weight = loss_fn.smoothness_weight
         self.exact_gradient = bool(level.exact_gradient)
 
@@ -259,15 +259,10 @@ class _Level:
             radius = max(window if isinstance(window, Sequence) else [window]) // 2
         with torch.no_grad():
             warped = warp(self.moving, self.ddf(velocity), self.model.mode, self.model.padding_mode)
-        self.region = _signal_region(warped, self.fixed, self.crop, radius + _REGION_MARGIN)
+        self.region = _signal_region(warped, self.fixed, radius + _REGION_MARGIN)
         self.region_fraction = math.prod(s.stop - s.start for s in self.region) / math.prod(self.crop)
-        full = identity_grid(tuple(self.moving.shape[2:]), self.moving.device, self.moving.dtype)
+        full = identity_grid(self.crop, self.moving.device, self.moving.dtype)
         self.region_identity = full[(slice(None), *self.region)].contiguous()
-        self.region_scale = torch.tensor(
-            [2.0 / max(n - 1, 1) for n in reversed(self.moving.shape[2:])],
-            device=self.moving.device,
-            dtype=self.moving.dtype,
-        )
         fixed_region = self.fixed[(..., *self.region)]
         if self.similarity == "ncc":
             self.stats = ncc_target_statistics(fixed_region, self.window)
@@ -289,9 +284,7 @@ class _Level:
 
     def loss(self, velocity: torch.Tensor) -> torch.Tensor:
         ddf = self.ddf(velocity)[(slice(None), slice(None), *self.region)]
-        grid = torch.addcmul(self.region_identity, ddf.flip(1).movedim(1, -1), self.region_scale)
-        mode = _MODES[self.model.mode]
-        warped = grid_sample_3d_parallel(self.moving, grid, mode, self.model.padding_mode)
+        warped = _warp(self.moving, ddf, self.model.mode, self.model.padding_mode, self.region_identity)
         # outside the region both images are zero: the whole grid's mean is the region's times its fraction
         if self.similarity == "ncc":
             total = local_ncc_to_target(warped, self.stats) * self.region_fraction

@@ -89,11 +89,31 @@ def random_smooth_field(
 
 
 class _RandFieldMixin(Randomizable):
-    """Draws fields from the transform's own ``numpy`` random state (MONAI's ``set_random_state``)."""
+    """Draws fields from the transform's own ``numpy`` random state (MONAI's ``set_random_state``).
+
+    ``randomize`` tosses the transform's coin (``prob``); :meth:`_draw_field` then draws the field.
+    """
 
     max_displacement: float
     control_spacing: float
     integration_steps: int
+    prob: float = 1.0
+    _do: bool = False
+
+    def _set_field(
+        self, max_displacement: float, control_spacing: float, integration_steps: int, prob: float = 1.0
+    ) -> None:
+        """Store (and check) the field settings and the probability of applying the transform."""
+        if not 0 <= prob <= 1:
+            raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
+        self.prob = float(prob)
+        self.max_displacement = float(max_displacement)
+        self.control_spacing = float(control_spacing)
+        self.integration_steps = int(integration_steps)
+        self._do = False
+
+    def randomize(self, data: object = None) -> None:
+        self._do = bool(self.R.rand() < self.prob)
 
     def _draw_field(self, spatial_shape: Sequence[int]) -> torch.Tensor:
         seed = int(self.R.randint(0, 2**31 - 1))
@@ -146,17 +166,8 @@ class RandSmoothDeformd(MapTransform, _RandFieldMixin):
         modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
         if len(modes) != len(self.keys):
             raise ValueError(f"mode must be one value or one per key ({len(self.keys)}), got {mode!r}.")
-        if not 0 <= prob <= 1:
-            raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
         self.modes = dict(zip(self.keys, modes, strict=True))
-        self.prob = prob
-        self.max_displacement = float(max_displacement)
-        self.control_spacing = float(control_spacing)
-        self.integration_steps = int(integration_steps)
-        self._do = False
-
-    def randomize(self, data: object = None) -> None:
-        self._do = bool(self.R.rand() < self.prob)
+        self._set_field(max_displacement, control_spacing, integration_steps, prob)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -206,9 +217,7 @@ class RandSyntheticPaird(MapTransform, _RandFieldMixin):
     ) -> None:
         MapTransform.__init__(self, [image_key, label_key], allow_missing_keys=True)
         self.image_key, self.label_key = image_key, label_key
-        self.max_displacement = float(max_displacement)
-        self.control_spacing = float(control_spacing)
-        self.integration_steps = int(integration_steps)
+        self._set_field(max_displacement, control_spacing, integration_steps)
 
     def randomize(self, data: object = None) -> None:  # the field is drawn in __call__
         return None
@@ -255,16 +264,7 @@ class RandSyntheticFixedd(MapTransform, _RandFieldMixin):
         integration_steps: int = 7,
     ) -> None:
         MapTransform.__init__(self, [MOVING_IMAGE, MOVING_LABEL], allow_missing_keys=True)
-        if not 0 <= prob <= 1:
-            raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
-        self.prob = float(prob)
-        self.max_displacement = float(max_displacement)
-        self.control_spacing = float(control_spacing)
-        self.integration_steps = int(integration_steps)
-        self._do = False
-
-    def randomize(self, data: object = None) -> None:
-        self._do = bool(self.R.rand() < self.prob)
+        self._set_field(max_displacement, control_spacing, integration_steps, prob)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
         d = dict(data)

@@ -78,9 +78,15 @@ def _identity(spatial_shape: tuple[int, ...], device: torch.device, dtype: torch
     return _cached_identity(spatial_shape, device, dtype)
 
 
-def _sampling_grid(ddf: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
-    """Normalised sampling grid ``(B, *S, ndim)`` for ``x + ddf(x)`` (no checks)."""
-    spatial_shape = ddf.shape[2:]
+def _sampling_grid(
+    ddf: torch.Tensor, identity: torch.Tensor | None, image_shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Normalised sampling grid ``(B, *S, ndim)`` for ``x + ddf(x)`` (no checks).
+
+    ``image_shape`` is the sampled image's spatial shape when it differs from the field's: then ``identity`` holds
+    the field's voxels in the image's normalised coordinates (e.g. a box of the image's identity grid).
+    """
+    spatial_shape = ddf.shape[2:] if image_shape is None else image_shape
     if identity is None:
         identity = _identity(tuple(spatial_shape), ddf.device, ddf.dtype)
     scale = torch.tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)], device=ddf.device, dtype=ddf.dtype)
@@ -109,16 +115,10 @@ def grid_sample_3d_parallel(
         ``(B, C, *S_out)``.
     """
     parts = torch.get_num_threads()
-    depth = grid.shape[1] if grid.dim() == 5 else 0
-    if (
-        grid.dim() != 5
-        or image.device.type != "cpu"
-        or image.shape[0] != 1
-        or grid.shape[0] != 1
-        or parts < 2
-        or depth < 4 * parts
-    ):
+    single_cpu_pair = grid.dim() == 5 and image.device.type == "cpu" and image.shape[0] == grid.shape[0] == 1
+    if not single_cpu_pair or parts < 2 or grid.shape[1] < 4 * parts:
         return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    depth = grid.shape[1]
     slab = -(-depth // parts)
     if slab * parts != depth:
         grid = F.pad(grid, (0, 0, 0, 0, 0, 0, 0, slab * parts - depth))
@@ -137,8 +137,12 @@ def _warp(
     padding_mode: str = "zeros",
     identity: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`warp` without argument checks, for internal loops (integration) on validated tensors."""
-    grid = _sampling_grid(ddf, identity)
+    """:func:`warp` without argument checks, for internal loops (integration) on validated tensors.
+
+    ``identity``: the identity grid to displace (default: the image's); a box of the image's identity grid warps only
+    that box, with ``ddf`` given on the box.
+    """
+    grid = _sampling_grid(ddf, identity, image.shape[2:])
     if grid.dtype != image.dtype:
         grid = grid.to(image.dtype)
     if grid.shape[0] != image.shape[0]:
