@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_vmorph.networks import DoubleConvUNet, VoxelMorph, VoxelMorphUNet
+from monai_vmorph.networks.nets.voxelmorph_unet import _channels_last, conv_act, conv_act_concat
 
 
 def test_voxelmorph_unet_has_the_paper_parameter_count():
@@ -165,3 +166,31 @@ def test_in_place_activation_gives_the_same_gradients_as_out_of_place():
     torch.testing.assert_close(out_inplace, out_plain, rtol=0, atol=0)
     for a, b in zip(g_inplace, g_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_conv_act_concat_equals_the_block_on_the_concatenation(ndim):
+    torch.manual_seed(0)
+    memory_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
+    block = conv_act(ndim, 5, 4).double()
+    spatial = (6, 5, 4)[:ndim]
+    a = torch.randn(2, 3, *spatial, dtype=torch.float64)
+    b = torch.randn(2, 2, *spatial, dtype=torch.float64)
+    weight = torch.randn(2, 4, *spatial, dtype=torch.float64)
+
+    def run(fn, fmt):
+        block.zero_grad()
+        parts = [t.contiguous(memory_format=fmt).detach().requires_grad_() for t in (a, b)]
+        out = fn(parts)
+        (out * weight).sum().backward()
+        return out.detach(), [p.grad for p in parts], [p.grad.clone() for p in block.parameters()]
+
+    reference = run(lambda parts: block(torch.cat(parts, dim=1)), torch.contiguous_format)
+    for fmt in (torch.contiguous_format, memory_format):  # channels-last takes the split path
+        out, part_grads, param_grads = run(lambda parts: conv_act_concat(block, parts), fmt)
+        torch.testing.assert_close(out, reference[0], rtol=1e-12, atol=1e-12)
+        for got, want in zip(part_grads + param_grads, reference[1] + reference[2], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert _channels_last(a.contiguous(memory_format=memory_format)) and not _channels_last(a)
+    with pytest.raises(ValueError, match=r"the parts have \[3, 3\] channels; the convolution takes 5"):
+        conv_act_concat(block, [a.contiguous(memory_format=memory_format)] * 2)
