@@ -81,6 +81,8 @@ NOTES = (
     "half_res interpolates trilinearly (3D only), so in 2D MONAI integrates at FULL resolution",
     "MONAI also differs in: default (not N(0, 1e-5)) init of the flow head, zero padding "
     "during integration (ours: border), no input padding (sizes must be multiples of 16)",
+    "ours without 'channels_last': the default channels_last='auto' (channels-last input to a 3D backbone on a CPU "
+    "with AVX-512, channels-first otherwise); 'channels_last': channels_last=True (weights stored channels-last too)",
 )
 
 
@@ -129,7 +131,7 @@ def monai_matched(size: tuple[int, ...]) -> nn.Module:
     return MonaiVoxelMorph(backbone=backbone, integration_steps=STEPS, half_res=ndim == 3, spatial_dims=ndim)
 
 
-def ours_builder(half_res: bool, channels_last: bool) -> Callable[[tuple[int, ...]], nn.Module]:
+def ours_builder(half_res: bool, channels_last: bool | str) -> Callable[[tuple[int, ...]], nn.Module]:
     kwargs = {"encoder_channels": ENCODER, "decoder_channels": DECODER, "half_res": half_res}
     return lambda size: VoxelMorph(
         len(size),
@@ -145,9 +147,9 @@ def _builders(vxm: ModuleType | None) -> dict[str, Callable[[tuple[int, ...]], n
     return {
         REF: monai_matched,
         VXM: (lambda size: _VxmDense(vxm, size)) if vxm is not None else None,
-        "ours (matched)": ours_builder(False, False),
+        "ours (matched)": ours_builder(False, "auto"),
         "ours, channels_last": ours_builder(False, True),
-        "ours, half_res UNet": ours_builder(True, False),
+        "ours, half_res UNet": ours_builder(True, "auto"),
         "ours, half_res UNet, channels_last": ours_builder(True, True),
     }
 

@@ -22,6 +22,7 @@ from monai_vmorph.engines import (
     read_history,
 )
 from monai_vmorph.engines.reporting import format_duration
+from monai_vmorph.engines.tensorboard import event_files
 
 
 def _trainer(losses):
@@ -136,6 +137,12 @@ def test_tensorboard_resume_marker_drops_stale_steps(tmp_path):
             train.add_scalar("loss", float(i), i)
         for e in range(1, 3):
             val.add_scalar("dice", e / 10, e)
+    # the earlier run's files carry an earlier time in their names, as a real earlier run's do (within one second the
+    # names would be ordered by a per-process counter, as text: "...9" sorts after "...10")
+    for path in event_files(tmp_path):
+        parts = path.name.split(".")
+        parts[3] = str(int(parts[3]) - 60)
+        path.rename(path.with_name(".".join(parts)))
     marker = TensorBoardResumeMarker(tmp_path)  # created before this run's writers, as in train.json
     with SummaryWriter(tmp_path) as val, SummaryWriter(tmp_path) as train:
         engine = Engine(lambda e, b: None)

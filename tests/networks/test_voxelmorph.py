@@ -3,6 +3,7 @@ import torch
 from helpers import smooth_random_field
 from torch import nn
 
+import monai_vmorph.networks.nets.voxelmorph as voxelmorph_module
 from monai_vmorph.networks import RegistrationResult, VoxelMorph, resize_field, warp
 
 
@@ -123,15 +124,30 @@ def test_gradients_reach_every_parameter(ndim, kwargs):
 def test_channels_last_gives_the_same_result(ndim):
     torch.manual_seed(0)
     # float32 on every CPU: ``auto`` is bfloat16 where the CPU runs it natively, and its rounding is not the point here
-    plain = VoxelMorph(ndim, backbone_kwargs={"flow_init_std": 1.0}, precision="fp32")
+    plain = VoxelMorph(ndim, backbone_kwargs={"flow_init_std": 1.0}, channels_last=False, precision="fp32")
     fast = VoxelMorph(ndim, backbone_kwargs={"flow_init_std": 1.0}, channels_last=True, precision="fp32")
     fast.load_state_dict(plain.state_dict())
-    assert fast.backbone.flow.weight.is_contiguous(memory_format=fast._memory_format)
+    assert fast.backbone.flow.weight.is_contiguous(memory_format=fast._channels_last_format)
     images = torch.rand(1, 1, *([20] * ndim)), torch.rand(1, 1, *([20] * ndim))
     a, b = plain(*images), fast(*images)
     assert a.ddf.abs().max() > 0.1
     torch.testing.assert_close(b.ddf, a.ddf, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.warped, a.warped, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("ndim", "avx512", "expected"), [(3, True, True), (3, False, False), (2, True, False)])
+def test_auto_channels_last_follows_the_cpu(monkeypatch, ndim, avx512, expected):
+    monkeypatch.setattr(voxelmorph_module, "_cpu_avx512", lambda: avx512)
+    net = VoxelMorph(ndim, precision="fp32")
+    assert net.channels_last == "auto" and net.backbone.flow.weight.is_contiguous()  # weights stay channels-first
+    seen = []
+    net.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    net(torch.rand(1, 1, *([16] * ndim)), torch.rand(1, 1, *([16] * ndim)))
+    memory_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
+    assert seen[0].is_contiguous(memory_format=memory_format) is expected
+    assert seen[0].is_contiguous() is not expected
+    with pytest.raises(ValueError, match="channels_last must be True, False or 'auto', got 'yes'"):
+        VoxelMorph(ndim, channels_last="yes")
 
 
 def test_float64_and_multichannel_images():

@@ -13,6 +13,7 @@ which fails for 2D fields; this module is the replacement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -47,9 +48,12 @@ def resize_field(ddf: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor
     in_shape = tuple(ddf.shape[2:])
     if spatial_size == in_shape:
         return ddf
-    out = F.interpolate(ddf, size=spatial_size, mode=linear_mode(ndim), align_corners=True)
     scale = torch.tensor(field_scale_factors(in_shape, spatial_size), device=ddf.device, dtype=ddf.dtype)
-    return out * scale.view(1, ndim, *([1] * ndim))
+    scale = scale.view(1, ndim, *([1] * ndim))
+    # a per-channel factor commutes with linear interpolation: apply it on the smaller of the two grids
+    if math.prod(spatial_size) > math.prod(in_shape):
+        return F.interpolate(ddf * scale, size=spatial_size, mode=linear_mode(ndim), align_corners=True)
+    return F.interpolate(ddf, size=spatial_size, mode=linear_mode(ndim), align_corners=True) * scale
 
 
 class ResizeField(nn.Module):

@@ -4,6 +4,7 @@ to warp the moving image. Fields follow the convention of :mod:`monai_vmorph.net
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -50,6 +51,12 @@ class RegistrationResult(NamedTuple):
     inverse_ddf: torch.Tensor | None = None
 
 
+@functools.cache
+def _cpu_avx512() -> bool:
+    """Whether torch's CPU kernels run with AVX-512 here (``torch.backends.cpu.get_cpu_capability()``)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 class VoxelMorph(nn.Module):
     """Learned deformable registration of a moving image to a fixed image (2D or 3D).
 
@@ -78,9 +85,12 @@ class VoxelMorph(nn.Module):
             times ``int_downsize`` (or ``int_downsize`` for a backbone without one).
         backbone_kwargs: keyword arguments for a backbone given by name (e.g. ``{"features": (32, 64)}``).
         check_inputs: raise a ``ValueError`` on NaN/inf inputs (one reduction over each image).
-        channels_last: run the backbone in channels-last memory format (``channels_last_3d`` in 3D), which makes
-            oneDNN/cuDNN convolutions faster (about 15-25 % per training step on CPU, see ``BENCHMARKS.md``);
-            results are the same up to float rounding.
+        channels_last: run the backbone in channels-last memory format (``channels_last_3d`` in 3D): ``True``
+            (the weights are stored channels-last too), ``False``, or ``"auto"`` (default), which feeds the 3D
+            backbone channels-last input on a CPU for which torch reports AVX-512 (there oneDNN's channels-last
+            3D convolutions took 0.78x the time of channels-first in inference and 0.85-0.93x per training step,
+            ``BENCHMARKS.md``) and channels-first elsewhere (2D, CUDA, AVX2: not measured faster). Results are the
+            same up to float rounding.
         precision: the backbone's precision, one of :data:`monai_vmorph.precision.PRECISIONS`: ``"auto"``
             (bfloat16 autocast on CPUs and GPUs with native bfloat16, float16 on older tensor-core GPUs, float32
             elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``; see :mod:`monai_vmorph.precision`. Only the backbone
@@ -109,7 +119,7 @@ class VoxelMorph(nn.Module):
         pad_divisor: int | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         check_inputs: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         precision: str = "auto",
     ) -> None:
         super().__init__()
@@ -140,9 +150,11 @@ class VoxelMorph(nn.Module):
         if isinstance(pad_divisor, bool) or not isinstance(pad_divisor, int) or pad_divisor < 1:
             raise ValueError(f"pad_divisor must be an int >= 1, got {pad_divisor!r}.")
         self.pad_divisor = pad_divisor
-        self.channels_last = bool(channels_last)
-        if self.channels_last:
-            self.backbone.to(memory_format=self._memory_format)
+        if not isinstance(channels_last, bool) and channels_last != "auto":
+            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}.")
+        self.channels_last = channels_last
+        if channels_last is True:
+            self.backbone.to(memory_format=self._channels_last_format)
         self.precision = precision
 
     @property
@@ -155,10 +167,16 @@ class VoxelMorph(nn.Module):
         self._precision = check_precision(value)
 
     @property
-    def _memory_format(self) -> torch.memory_format:
-        if not self.channels_last:
-            return torch.contiguous_format
+    def _channels_last_format(self) -> torch.memory_format:
         return torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+
+    def _memory_format(self, device: torch.device) -> torch.memory_format:
+        """The backbone's input memory format on ``device`` (see ``channels_last``)."""
+        if self.channels_last == "auto":
+            use = self.spatial_dims == 3 and device.type == "cpu" and _cpu_avx512()
+        else:
+            use = self.channels_last
+        return self._channels_last_format if use else torch.contiguous_format
 
     def _build_backbone(self, backbone: str | nn.Module | None, kwargs: dict[str, Any]) -> nn.Module:
         if isinstance(backbone, nn.Module):
@@ -206,7 +224,7 @@ class VoxelMorph(nn.Module):
         if any(pad):
             x = F.pad(x, pad)
         with backbone_autocast(self._precision, x.device):
-            field = self.backbone(x.contiguous(memory_format=self._memory_format))
+            field = self.backbone(x.contiguous(memory_format=self._memory_format(x.device)))
         stride = int(getattr(self.backbone, "output_stride", 1))
         expected = (x.shape[0], self.spatial_dims, *(n // stride for n in padded_shape))
         if tuple(field.shape) != expected:

@@ -34,12 +34,14 @@ def conv_act_concat(block: Convolution, parts: Sequence[torch.Tensor]) -> torch.
     the weight (the bias added once). In channels-last memory that avoids a slow copy in the backward pass: a channel
     slice of the concatenation's gradient is not contiguous there, and PyTorch's nearest-upsampling backward copies
     it into channels-first order (134 ms of a 3.2 s float32 training step of the paper network at 96×112×96 on 2
-    CPU cores; the split step took 0.91× the time). In channels-first memory the slice is contiguous and the split
-    was slower (1.07×), so the concatenation is built. The weights, and so checkpoints, are those of ``block``.
+    CPU cores; the split step took 0.91× the time). The concatenation is still built in channels-first memory,
+    where the slice is contiguous and the split was slower (1.07×), and under autocast, where each part's
+    convolution would be rounded to bfloat16/float16 before the sum (a second rounding that a single convolution
+    does not make) for a 1 % gain. The weights, and so checkpoints, are those of ``block``.
     """
     if len(parts) == 1:
         return block(parts[0])
-    if not _channels_last(parts[0]):
+    if not _channels_last(parts[0]) or torch.is_autocast_enabled(parts[0].device.type):
         return block(torch.cat(list(parts), dim=1))
     conv = block.conv
     if sum(part.shape[1] for part in parts) != conv.in_channels:
