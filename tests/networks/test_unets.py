@@ -194,3 +194,15 @@ def test_conv_act_concat_equals_the_block_on_the_concatenation(ndim):
     assert _channels_last(a.contiguous(memory_format=memory_format)) and not _channels_last(a)
     with pytest.raises(ValueError, match=r"the parts have \[3, 3\] channels; the convolution takes 5"):
         conv_act_concat(block, [a.contiguous(memory_format=memory_format)] * 2)
+
+
+def test_conv_act_concat_calls_a_hooked_convolution_on_the_concatenation():
+    block = conv_act(3, 5, 4)
+    parts = [torch.rand(1, c, 4, 4, 4).contiguous(memory_format=torch.channels_last_3d) for c in (3, 2)]
+    seen = []
+    handle = block.conv.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    conv_act_concat(block, parts)
+    handle.remove()
+    assert seen == [5]  # the hook saw the whole input once, not the parts or nothing
+    conv_act_concat(block, parts)
+    assert seen == [5]

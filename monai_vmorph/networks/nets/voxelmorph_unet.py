@@ -27,6 +27,18 @@ def _channels_last(x: torch.Tensor) -> bool:
     return memory_format is not None and x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
 
 
+def _has_forward_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run forward (pre-)hooks, its own or global ones."""
+    from torch.nn.modules import module as module_mod
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module_mod._global_forward_hooks
+        or module_mod._global_forward_pre_hooks
+    )
+
+
 def conv_act_concat(block: Convolution, parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """``block(torch.cat(parts, dim=1))`` for a :func:`conv_act` block, without the concatenation when channels-last.
 
@@ -37,11 +49,17 @@ def conv_act_concat(block: Convolution, parts: Sequence[torch.Tensor]) -> torch.
     CPU cores; the split step took 0.91× the time). The concatenation is still built in channels-first memory,
     where the slice is contiguous and the split was slower (1.07×), and under autocast, where each part's
     convolution would be rounded to bfloat16/float16 before the sum (a second rounding that a single convolution
-    does not make) for a 1 % gain. The weights, and so checkpoints, are those of ``block``.
+    does not make) for a 1 % gain. A convolution with forward hooks (FLOP counters, feature extractors) is also
+    called as a module on the concatenation, so that its hooks see its real input. The weights, and so checkpoints,
+    are those of ``block``.
     """
     if len(parts) == 1:
         return block(parts[0])
-    if not _channels_last(parts[0]) or torch.is_autocast_enabled(parts[0].device.type):
+    if (
+        not _channels_last(parts[0])
+        or torch.is_autocast_enabled(parts[0].device.type)
+        or _has_forward_hooks(block.conv)
+    ):
         return block(torch.cat(list(parts), dim=1))
     conv = block.conv
     if sum(part.shape[1] for part in parts) != conv.in_channels:
