@@ -16,7 +16,7 @@ from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
 from monai_vmorph.networks.blocks.warp import _MODES, _check_mode, _check_padding_mode, _warp
 from monai_vmorph.networks.nets.double_conv_unet import DoubleConvUNet
-from monai_vmorph.networks.nets.voxelmorph_unet import VoxelMorphUNet
+from monai_vmorph.networks.nets.voxelmorph_unet import CHANNELS_LAST, VoxelMorphUNet
 from monai_vmorph.precision import backbone_autocast, check_precision, full_precision
 from monai_vmorph.validation import (
     check_finite,
@@ -87,10 +87,10 @@ class VoxelMorph(nn.Module):
         check_inputs: raise a ``ValueError`` on NaN/inf inputs (one reduction over each image).
         channels_last: run the backbone in channels-last memory format (``channels_last_3d`` in 3D): ``True``
             (the weights are stored channels-last too), ``False``, or ``"auto"`` (default), which feeds the 3D
-            backbone channels-last input on a CPU for which torch reports AVX-512 (there oneDNN's channels-last
-            3D convolutions took 0.78x the time of channels-first in inference and 0.85-0.93x per training step,
-            ``BENCHMARKS.md``) and channels-first elsewhere (2D, CUDA, AVX2: not measured faster). Results are the
-            same up to float rounding.
+            backbone channels-last input on a CPU for which torch reports AVX-512 (there the bundle's
+            half-resolution network took 0.78x the time of channels-first in inference and 0.85-0.93x per training
+            step, ``BENCHMARKS.md``) and channels-first elsewhere (2D, CUDA, AVX2: not measured faster). Results
+            are the same up to float rounding.
         precision: the backbone's precision, one of :data:`monai_vmorph.precision.PRECISIONS`: ``"auto"``
             (bfloat16 autocast on CPUs and GPUs with native bfloat16, float16 on older tensor-core GPUs, float32
             elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``; see :mod:`monai_vmorph.precision`. Only the backbone
@@ -168,7 +168,7 @@ class VoxelMorph(nn.Module):
 
     @property
     def _channels_last_format(self) -> torch.memory_format:
-        return torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+        return CHANNELS_LAST[self.spatial_dims]
 
     def _memory_format(self, device: torch.device) -> torch.memory_format:
         """The backbone's input memory format on ``device`` (see ``channels_last``)."""

@@ -8,6 +8,7 @@ import torch
 from monai.networks.blocks import Convolution
 from monai.networks.layers import Conv, Pool
 from torch import nn
+from torch.nn.modules import module as module_state
 
 __all__ = ["VoxelMorphUNet"]
 
@@ -21,21 +22,23 @@ def conv_act(spatial_dims: int, in_channels: int, out_channels: int, act: str | 
     return Convolution(spatial_dims, in_channels, out_channels, kernel_size=3, act=act, norm=None, adn_ordering="A")
 
 
+#: The channels-last memory format of a tensor with 2 or 3 spatial dims.
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
 def _channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` is laid out channels-last (and not also channels-first, as a one-channel tensor is)."""
-    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    memory_format = CHANNELS_LAST.get(x.dim() - 2)
     return memory_format is not None and x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
 
 
 def _has_forward_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` would run forward (pre-)hooks, its own or global ones."""
-    from torch.nn.modules import module as module_mod
-
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
-        or module_mod._global_forward_hooks
-        or module_mod._global_forward_pre_hooks
+        or module_state._global_forward_hooks
+        or module_state._global_forward_pre_hooks
     )
 
 
