@@ -15,7 +15,13 @@ every convolution: ``2 * output elements * input channels / groups * kernel volu
 from their input), a training step counted as 3x the forward (input gradient + weight gradient). The best rate of
 the same run, per precision, is the faster of the model's own heaviest convolution run alone and a 2048x2048 GEMM
 (``# rates`` line). ``floor`` columns give measured time / (FLOPs / best rate): 1.0 is the processor's limit for
-these convolutions.
+these convolutions. The ``executed`` columns count what each implementation actually runs (``aten.convolution``
+calls, PyTorch's ``FlopCounterMode``): the same for MONAI and voxelmorph, fewer for ours, whose decoder convolves
+each upsampled tensor at the low resolution (27/8 times fewer multiply-adds for that part, the same function).
+
+By default the process keeps freed memory for reuse (``--allocator keep``: what the ``monai-vmorph`` program
+and the bundles set, for every row alike); ``--allocator system`` leaves glibc's default, under which every new
+large activation is page-faulted afresh. The memory subprocesses always use the default.
 
 Each round runs every model once, in turn, so machine noise hits all of them alike; times are medians over
 rounds. Peak memory of two training steps (model, gradients, Adam state and activations) is measured in a fresh
@@ -56,6 +62,7 @@ from torch import nn
 from monai_vmorph.losses import gradient_loss, mse
 from monai_vmorph.networks import VoxelMorph
 from monai_vmorph.precision import PRECISIONS, needs_grad_scaler, precision_dtype, resolve_precision
+from monai_vmorph.runtime import keep_freed_memory
 
 #: The paper's vxm-2 architecture, shared by every row.
 ENCODER = (16, 32, 32, 32)
@@ -235,6 +242,20 @@ def count_conv_flops(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) 
     return sum(c[0] for c in calls), (heaviest[1], heaviest[2]) if heaviest else None
 
 
+def count_executed_conv_flops(net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) -> float:
+    """Convolution FLOPs one forward pass executes, counted per ``aten.convolution`` call (PyTorch's
+    ``FlopCounterMode``): the same as :func:`count_conv_flops` for a network that runs its layers as written, fewer
+    for ours, whose decoder convolves the upsampled tensors at low resolution
+    (:mod:`monai_vmorph.networks.blocks.upsample_conv`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        _outputs(net, moving, fixed)
+    counts = counter.get_flop_counts().get("Global", {})
+    return float(sum(n for op, n in counts.items() if "convolution" in str(op)))
+
+
 def _rate(fn: Callable[[], object], flops: float, device: torch.device, budget: float = 2.0) -> float:
     """Best GFLOP/s of ``fn`` (``flops`` per call) over repeated calls within about ``budget`` seconds."""
     best = math.inf
@@ -408,7 +429,7 @@ def bench(
 ) -> None:
     """Time every model at every precision at one size and print the Markdown table."""
     moving, fixed = _inputs(size, batch, device)
-    Task = tuple[int, Callable[[], None], Callable[[], None], float]
+    Task = tuple[int, Callable[[], None], Callable[[], None], float, float]
     tasks: dict[tuple[str, str], Task | None] = {}
     heaviest: dict[str, tuple] = {}
     for name, builder in _builders(vxm).items():
@@ -419,10 +440,11 @@ def bench(
             net = set_precision(builder(size).to(device), precision)
             params = sum(p.numel() for p in net.parameters())
             flops, heavy = count_conv_flops(net.eval(), moving, fixed)
+            executed = count_executed_conv_flops(net, moving, fixed)
             if heavy is not None and (name == REF or name not in heaviest):
                 heaviest[name] = heavy
             train = train_step_fn(net.train(), moving, fixed, precision)
-            tasks[(name, precision)] = (params, train, inference_fn(net, moving, fixed, precision), flops)
+            tasks[(name, precision)] = (params, train, inference_fn(net, moving, fixed, precision), flops, executed)
 
     times: dict[tuple[str, str, str], list[float]] = {}
     for round_ in range(rounds + 1):
@@ -466,19 +488,21 @@ def bench(
     print("# rates (GFLOP/s, best of the run): " + "; ".join(lines))
     print(
         "| model | params | train step (s) | ratio | inference (s) | ratio | peak train memory (MiB) | ratio "
-        "| conv GFLOP (forward) | train / floor | inference / floor |"
+        "| conv GFLOP (forward) | train / floor | inference / floor | executed conv GFLOP | train / executed floor "
+        "| inference / executed floor |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, task in tasks.items():
         name = key[0] if len(precisions) == 1 else f"{key[0]} [{_label(key[1], device)}]"
         if task is None:
-            print(f"| {name} | {NOT_INSTALLED} | — | — | — | — | — | — | — | — | — |")
+            print(f"| {name} | {NOT_INSTALLED} |" + " — |" * 12)
             continue
         t, i, m = med(key, "train"), med(key, "infer"), peaks.get(key)
         print(
             f"| {name} | {task[0]:,} | {_fmt(t, '.3f')} | {_ratio(t, med(ref, 'train'))} | {_fmt(i, '.3f')} | "
             f"{_ratio(i, med(ref, 'infer'))} | {_fmt(m, '.1f')} | {_ratio(m, peaks.get(ref))} | "
-            f"{task[3] / 1e9:.1f} | {floor(key, 'train', task[3])} | {floor(key, 'infer', task[3])} |"
+            f"{task[3] / 1e9:.1f} | {floor(key, 'train', task[3])} | {floor(key, 'infer', task[3])} | "
+            f"{task[4] / 1e9:.1f} | {floor(key, 'train', task[4])} | {floor(key, 'infer', task[4])} |"
         )
 
 
@@ -503,6 +527,13 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[tuple
     )
     parser.add_argument(
         "--memory", action=argparse.BooleanOptionalAction, default=True, help="measure peak memory (subprocesses)"
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=["keep", "system"],
+        default="keep",
+        help="keep: glibc keeps freed memory for reuse, as the monai-vmorph program and the bundles set it "
+        "(monai_vmorph.runtime.keep_freed_memory; every row alike); system: the C library's default",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -530,8 +561,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_child is not None:
         _memory_child(args.memory_child, *runs[0], device, args.precision[0])
         return
+    kept = args.allocator == "keep" and keep_freed_memory()
     vxm, vxm_status = _load_voxelmorph()
     print(_machine_line(device, vxm_status if vxm is not None else f"voxelmorph {NOT_INSTALLED}"))
+    print(f"# allocator: {'glibc keeps freed memory (keep_freed_memory)' if kept else 'the C library default'}")
     if vxm is None:
         print(f"# voxelmorph row: {NOT_INSTALLED} ({vxm_status}); pip install -e .[bench]")
     for note in NOTES:

@@ -1,10 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution
 from torch import nn
 
 from monai_vmorph.networks import DoubleConvUNet, VoxelMorph, VoxelMorphUNet
-from monai_vmorph.networks.nets.voxelmorph_unet import _channels_last, conv_act, conv_act_concat
+from monai_vmorph.networks.nets.voxelmorph_unet import CHANNELS_LAST, LEAKY_RELU_0_2, conv_act, up_concat_conv_act
 
 
 def test_voxelmorph_unet_has_the_paper_parameter_count():
@@ -169,40 +170,64 @@ def test_in_place_activation_gives_the_same_gradients_as_out_of_place():
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_conv_act_concat_equals_the_block_on_the_concatenation(ndim):
+def test_up_concat_conv_act_equals_the_block_on_the_concatenation(ndim):
     torch.manual_seed(0)
-    memory_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
     block = conv_act(ndim, 5, 4).double()
-    spatial = (6, 5, 4)[:ndim]
-    a = torch.randn(2, 3, *spatial, dtype=torch.float64)
-    b = torch.randn(2, 2, *spatial, dtype=torch.float64)
-    weight = torch.randn(2, 4, *spatial, dtype=torch.float64)
+    low = torch.randn(2, 3, *(3, 4, 2)[:ndim], dtype=torch.float64)
+    skip = torch.randn(2, 2, *(6, 8, 4)[:ndim], dtype=torch.float64)
+    weight = torch.randn(2, 4, *(6, 8, 4)[:ndim], dtype=torch.float64)
 
     def run(fn, fmt):
         block.zero_grad()
-        parts = [t.contiguous(memory_format=fmt).detach().requires_grad_() for t in (a, b)]
-        out = fn(parts)
+        parts = [t.contiguous(memory_format=fmt).detach().requires_grad_() for t in (low, skip)]
+        out = fn(*parts)
         (out * weight).sum().backward()
         return out.detach(), [p.grad for p in parts], [p.grad.clone() for p in block.parameters()]
 
-    reference = run(lambda parts: block(torch.cat(parts, dim=1)), torch.contiguous_format)
-    for fmt in (torch.contiguous_format, memory_format):  # channels-last takes the split path
-        out, part_grads, param_grads = run(lambda parts: conv_act_concat(block, parts), fmt)
+    def plain(low, skip):
+        return block(torch.cat([F.interpolate(low, scale_factor=2, mode="nearest"), skip], dim=1))
+
+    reference = run(plain, torch.contiguous_format)
+    for fmt in (torch.contiguous_format, CHANNELS_LAST[ndim]):
+        out, part_grads, param_grads = run(lambda low, skip: up_concat_conv_act(block, low, skip), fmt)
         torch.testing.assert_close(out, reference[0], rtol=1e-12, atol=1e-12)
         for got, want in zip(part_grads + param_grads, reference[1] + reference[2], strict=True):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    assert _channels_last(a.contiguous(memory_format=memory_format)) and not _channels_last(a)
     with pytest.raises(ValueError, match=r"the parts have \[3, 3\] channels; the convolution takes 5"):
-        conv_act_concat(block, [a.contiguous(memory_format=memory_format)] * 2)
+        up_concat_conv_act(block, low, torch.cat([skip, skip[:, :1]], dim=1))
 
 
-def test_conv_act_concat_calls_a_hooked_convolution_on_the_concatenation():
+def test_up_concat_conv_act_calls_a_hooked_or_unusual_convolution_on_the_concatenation():
+    low, skip = torch.rand(1, 3, 2, 2, 2), torch.rand(1, 2, 4, 4, 4)
     block = conv_act(3, 5, 4)
-    parts = [torch.rand(1, c, 4, 4, 4).contiguous(memory_format=torch.channels_last_3d) for c in (3, 2)]
     seen = []
-    handle = block.conv.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
-    conv_act_concat(block, parts)
+    handle = block.conv.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    up_concat_conv_act(block, low, skip)
     handle.remove()
-    assert seen == [5]  # the hook saw the whole input once, not the parts or nothing
-    conv_act_concat(block, parts)
-    assert seen == [5]
+    assert seen == [(1, 5, 4, 4, 4)]  # the hook saw the whole input once, not the parts or nothing
+    up_concat_conv_act(block, low, skip)
+    assert len(seen) == 1
+    # a 5x5x5 convolution is not rewritten, and gives the block's result
+    wide = Convolution(3, 5, 4, kernel_size=5, act=LEAKY_RELU_0_2, norm=None, adn_ordering="A")
+    want = wide(torch.cat([F.interpolate(low, scale_factor=2, mode="nearest"), skip], dim=1))
+    torch.testing.assert_close(up_concat_conv_act(wide, low, skip), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("ndim", "half_res"), [(2, False), (3, False), (3, True)])
+def test_unet_equals_its_layers_run_as_written(ndim, half_res):
+    """The whole UNet against the same weights called as modules on concatenations (forward hooks force that)."""
+    torch.manual_seed(0)
+    net = VoxelMorphUNet(ndim, half_res=half_res, flow_init_std=0.1).double()
+    x = torch.randn(1, 2, *(16,) * ndim, dtype=torch.float64, requires_grad=True)
+    out = net(x)
+    grad_out = torch.randn_like(out)
+    (gx,) = torch.autograd.grad((out * grad_out).sum(), x)
+    convs = [m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    handles = [m.register_forward_hook(lambda *args: None) for m in convs]
+    want = net(x)
+    (want_gx,) = torch.autograd.grad((want * grad_out).sum(), x)
+    for handle in handles:
+        handle.remove()
+    assert want.abs().max() > 1e-3
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
+    torch.testing.assert_close(gx, want_gx, rtol=1e-12, atol=1e-12 * float(want_gx.abs().max()))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers import Conv, Pool
 from torch import nn
-from torch.nn.modules import module as module_state
 
-__all__ = ["VoxelMorphUNet"]
+from monai_vmorph.networks.blocks.upsample_conv import CHANNELS_LAST, conv_nearest_up2, memory_format_of
+
+__all__ = ["CHANNELS_LAST", "VoxelMorphUNet"]
 
 #: LeakyReLU(0.2) in place: its backward needs only the output, and an in-place activation avoids allocating
 #: (and page-faulting) a second full-size tensor per block, the largest cost after the convolutions on CPU.
@@ -22,59 +24,58 @@ def conv_act(spatial_dims: int, in_channels: int, out_channels: int, act: str | 
     return Convolution(spatial_dims, in_channels, out_channels, kernel_size=3, act=act, norm=None, adn_ordering="A")
 
 
-#: The channels-last memory format of a tensor with 2 or 3 spatial dims.
-CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """Whether ``x`` is laid out channels-last (and not also channels-first, as a one-channel tensor is)."""
-    memory_format = CHANNELS_LAST.get(x.dim() - 2)
-    return memory_format is not None and x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
-
-
 def _has_forward_hooks(module: nn.Module) -> bool:
-    """Whether calling ``module`` would run forward (pre-)hooks, its own or global ones."""
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module_state._global_forward_hooks
-        or module_state._global_forward_pre_hooks
+    """Whether ``module`` has forward (pre-)hooks of its own.
+
+    Global module hooks are not counted: profilers and PyTorch's ``FlopCounterMode`` install them to track which
+    module runs, not to read a convolution's input, and they would switch the rewrite off wherever they measure it.
+    """
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _is_plain_3x3(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a 3×3(×3) convolution, stride 1, zero padding 1, no dilation or groups."""
+    n = len(conv.kernel_size)
+    return (
+        conv.kernel_size == (3,) * n
+        and conv.stride == (1,) * n
+        and conv.padding == (1,) * n
+        and conv.dilation == (1,) * n
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not conv.transposed
     )
 
 
-def conv_act_concat(block: Convolution, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``block(torch.cat(parts, dim=1))`` for a :func:`conv_act` block, without the concatenation when channels-last.
+def up_concat_conv_act(block: Convolution, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``block(torch.cat([upsample(low), skip], dim=1))`` for a :func:`conv_act` block, with 2× nearest upsampling.
 
-    A convolution of a channel concatenation is the sum of the convolutions of its parts by the matching slices of
-    the weight (the bias added once). In channels-last memory that avoids a slow copy in the backward pass: a channel
-    slice of the concatenation's gradient is not contiguous there, and PyTorch's nearest-upsampling backward copies
-    it into channels-first order (134 ms of a 3.2 s float32 training step of the paper network at 96×112×96 on 2
-    CPU cores; the split step took 0.91× the time). The concatenation is still built in channels-first memory,
-    where the slice is contiguous and the split was slower (1.07×), and under autocast, where each part's
-    convolution would be rounded to bfloat16/float16 before the sum (a second rounding that a single convolution
-    does not make) for a 1 % gain. A convolution with forward hooks (FLOP counters, feature extractors) is also
-    called as a module on the concatenation, so that its hooks see its real input. The weights, and so checkpoints,
-    are those of ``block``.
+    The convolution of the concatenation is the sum of the convolutions of its two parts by the matching slices
+    of the weight. The upsampled part is computed at ``low``'s resolution by
+    :func:`~monai_vmorph.networks.blocks.upsample_conv.conv_nearest_up2` (27/8 times fewer multiply-adds in 3D,
+    no upsampled tensor) and added in place to the skip part's convolution (which carries the bias); neither the
+    upsampled tensor nor the concatenation is built. The paper network's float32 training step at 96×112×96 took
+    0.xx× the time on 2 CPU cores (``BENCHMARKS.md``). Results equal the block's up to float rounding.
+
+    Under autocast the two bfloat16/float16 convolutions are summed in float32, so the sum is rounded once, by
+    the next layer's cast, as a single reduced-precision convolution's output is. A block whose convolution is
+    not a plain 3×3(×3) one, or has forward hooks of its own (FLOP counters, feature extractors, which must see
+    the real input), is called as a module on the concatenation. The weights, and so checkpoints, are
+    ``block``'s.
     """
-    if len(parts) == 1:
-        return block(parts[0])
-    if (
-        not _channels_last(parts[0])
-        or torch.is_autocast_enabled(parts[0].device.type)
-        or _has_forward_hooks(block.conv)
-    ):
-        return block(torch.cat(list(parts), dim=1))
     conv = block.conv
-    if sum(part.shape[1] for part in parts) != conv.in_channels:
+    if _has_forward_hooks(conv) or not _is_plain_3x3(conv):
+        return block(torch.cat([F.interpolate(low, scale_factor=2, mode="nearest"), skip], dim=1))
+    if low.shape[1] + skip.shape[1] != conv.in_channels:
         raise ValueError(
-            f"the parts have {[p.shape[1] for p in parts]} channels; the convolution takes {conv.in_channels}."
+            f"the parts have {[low.shape[1], skip.shape[1]]} channels; the convolution takes {conv.in_channels}."
         )
-    out, start = None, 0
-    for part in parts:
-        stop = start + part.shape[1]
-        term = conv._conv_forward(part, conv.weight[:, start:stop], conv.bias if start == 0 else None)
-        out = term if out is None else out + term
-        start = stop
+    split = low.shape[1]
+    memory_format = memory_format_of(skip)
+    out = conv._conv_forward(skip, conv.weight[:, split:].contiguous(memory_format=memory_format), conv.bias)
+    if out.dtype in (torch.bfloat16, torch.float16):  # autocast: sum in float32, rounded once by the next layer
+        out = out.float()
+    out = conv_nearest_up2(low, conv.weight[:, :split].contiguous(memory_format=memory_format), add_to=out)
     return block.adn(out)
 
 
@@ -175,12 +176,13 @@ class VoxelMorphUNet(nn.Module):
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        parts = [x]  # the input of the next conv, as channel blocks to concatenate
+        pending = None  # (low, skip): the next conv's input is the concatenation of upsample(low) and skip
         for level, block in enumerate(self.decoder):
-            x = conv_act_concat(block, parts)
-            parts = [x] if self._stays(level) else [self.upsample(x), skips.pop()]
+            x = block(x) if pending is None else up_concat_conv_act(block, *pending)
+            pending = None if self._stays(level) else (x, skips.pop())
         for block in self.final:
-            parts = [conv_act_concat(block, parts)]
-        if len(parts) > 1:  # no final convs: the flow head takes the concatenation
-            return self.flow(torch.cat(parts, dim=1))
-        return self.flow(parts[0])
+            x = block(x) if pending is None else up_concat_conv_act(block, *pending)
+            pending = None
+        if pending is not None:  # no final convs: the flow head takes the concatenation
+            x = torch.cat([self.upsample(pending[0]), pending[1]], dim=1)
+        return self.flow(x)
