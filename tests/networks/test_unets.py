@@ -231,3 +231,16 @@ def test_unet_equals_its_layers_run_as_written(ndim, half_res):
     assert want.abs().max() > 1e-3
     torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
     torch.testing.assert_close(gx, want_gx, rtol=1e-12, atol=1e-12 * float(want_gx.abs().max()))
+
+
+def test_traced_unet_runs_the_layers_as_written_and_matches():
+    """``torch.jit.trace`` (TorchScript/ONNX export) cannot hold the decoder's Python autograd function: under
+    tracing the UNet runs its layers on the concatenations, with the same result."""
+    torch.manual_seed(0)
+    net = VoxelMorphUNet(3, encoder_channels=(4, 8), decoder_channels=(8, 8, 4), flow_init_std=0.1).eval()
+    x = torch.rand(1, 2, 8, 8, 8)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x)
+        graph = str(traced.graph)
+        assert "PythonOp" not in graph and "upsample_nearest3d" in graph and "aten::cat" in graph
+        torch.testing.assert_close(traced(x), net(x), rtol=1e-5, atol=1e-6)
