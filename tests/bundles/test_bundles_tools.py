@@ -76,7 +76,9 @@ def test_multi_gpu_config_trains_with_two_gloo_processes(bundle, tmp_path):
 def test_torchscript_export_matches_eager_mode_and_verify_net_in_out_passes(bundle, tmp_path):
     name, dataset_dir = bundle
     ndim = BUNDLES[name][0]
-    config = overrides(name, dataset_dir, tmp_path)
+    # float32: the traced graph runs the decoder's layers as written and eager mode its low-resolution rewrite, the
+    # same function whose bfloat16 roundings differ (the rewrite is compared in float64 in tests/networks)
+    config = {**overrides(name, dataset_dir, tmp_path), "precision": "fp32"}
     parser = ConfigParser()
     parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
     parser.update(config)
