@@ -54,8 +54,9 @@ def up_concat_conv_act(block: Convolution, low: torch.Tensor, skip: torch.Tensor
     of the weight. The upsampled part is computed at ``low``'s resolution by
     :func:`~monai_vmorph.networks.blocks.upsample_conv.conv_nearest_up2` (27/8 times fewer multiply-adds in 3D,
     no upsampled tensor) and added in place to the skip part's convolution (which carries the bias); neither the
-    upsampled tensor nor the concatenation is built. The paper network's float32 training step at 96×112×96 took
-    0.xx× the time on 2 CPU cores (``BENCHMARKS.md``). Results equal the block's up to float rounding.
+    upsampled tensor nor the concatenation is built. At 96×112×96 on 2 CPU cores (A/B in one process,
+    ``BENCHMARKS.md``) the paper network's float32 training step took 0.70× the time of the concatenation (inference
+    0.73×; bfloat16 0.79× and 0.93×). Results equal the block's up to float rounding.
 
     Under autocast the two bfloat16/float16 convolutions are summed in float32, so the sum is rounded once, by
     the next layer's cast, as a single reduced-precision convolution's output is. A block whose convolution is
