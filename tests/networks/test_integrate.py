@@ -75,3 +75,23 @@ def test_gradients_flow_and_bad_steps_raise():
         integrate_velocity(torch.zeros(1, 2, 8, 8, 8))
     with pytest.raises(ValueError, match="velocity must be finite"):
         VecInt(check_finite=True)(torch.full((1, 2, 4, 4), float("nan")))
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0, affine_grid behavior has changed for unit-size grids")
+@pytest.mark.parametrize("padding_mode", ["border", "zeros", "reflection"])
+@pytest.mark.parametrize("shape", [(2, 2, 9, 7), (1, 3, 12, 10, 8), (2, 3, 5, 1, 6)])
+def test_integration_equals_its_definition_by_voxel_unit_warps(shape, padding_mode):
+    """``integrate_velocity`` composes in grid_sample's units; the definition ``u <- u + u(x + u)`` in voxel units,
+    written with the public ``warp``, gives the same field and gradients (float64), including a size-1 axis."""
+    torch.manual_seed(0)
+    velocity = (3 * torch.randn(shape, dtype=torch.float64)).requires_grad_()
+    ddf = velocity / 2**5
+    for _ in range(5):
+        ddf = ddf + warp(ddf, ddf, padding_mode=padding_mode)
+    got = integrate_velocity(velocity, 5, padding_mode)
+    assert got.is_contiguous() and ddf.abs().max() > 1
+    grad_out = torch.randn_like(ddf)
+    (want_grad,) = torch.autograd.grad((ddf * grad_out).sum(), velocity)
+    (got_grad,) = torch.autograd.grad((got * grad_out).sum(), velocity)
+    torch.testing.assert_close(got, ddf, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_vmorph.networks.blocks.warp import _check_padding_mode, _identity, _warp
+from monai_vmorph.networks.blocks.warp import _check_padding_mode, _identity, grid_sample_3d_parallel
 from monai_vmorph.validation import check_field, check_finite
 
 __all__ = ["VecInt", "integrate_velocity"]
@@ -37,11 +37,18 @@ def integrate_velocity(velocity: torch.Tensor, num_steps: int = 7, padding_mode:
     _check_padding_mode(padding_mode)
     if num_steps == 0:
         return velocity
-    identity = _identity(tuple(velocity.shape[2:]), velocity.device, velocity.dtype)
-    ddf = velocity * (1.0 / 2**num_steps)
+    shape = tuple(velocity.shape[2:])
+    identity = _identity(shape, velocity.device, velocity.dtype)
+    # The compositions run on the field in grid_sample's units: normalised coordinates, axes reversed, in the last
+    # dimension ``(B, *S, ndim)``. Sampling commutes with that per-voxel linear map, so each step is one addition for
+    # the sampling grid and one for the composition, without the flip and scaling that every warp of a voxel-unit
+    # field needs (and their backward passes).
+    unit = velocity.new_tensor([2.0 / max(n - 1, 1) for n in reversed(shape)])
+    field = velocity.flip(1).movedim(1, -1) * (unit / 2**num_steps)
     for _ in range(num_steps):
-        ddf = ddf + _warp(ddf, ddf, "bilinear", padding_mode, identity)
-    return ddf
+        sampled = grid_sample_3d_parallel(field.movedim(-1, 1), identity + field, "bilinear", padding_mode)
+        field = field + sampled.movedim(1, -1)
+    return (field / unit).movedim(-1, 1).flip(1).contiguous()
 
 
 class VecInt(nn.Module):
