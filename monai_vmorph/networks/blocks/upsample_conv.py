@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from monai_vmorph.precision import full_precision
+
 __all__ = ["CHANNELS_LAST", "conv_nearest_up2", "memory_format_of", "parity_weights"]
 
 #: The channels-last memory format of a tensor with 2 or 3 spatial dims.
@@ -45,7 +47,7 @@ def parity_weights(weight: torch.Tensor) -> torch.Tensor:
     taps = weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]])
     # exact sums in the weight's dtype: under autocast an einsum would run (and round) in reduced precision, and
     # the convolution rounds the kernels once anyway
-    with torch.autocast(weight.device.type, enabled=False):
+    with full_precision(weight.device):
         kernels = torch.einsum(_EINSUM[ndim], weight, *([taps] * ndim))
     return kernels.reshape(2**ndim * weight.shape[0], *weight.shape[1:2], *(2,) * ndim)
 
@@ -86,7 +88,8 @@ class _InterleaveAdd(torch.autograd.Function):
     def forward(ctx, stacked: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         # in place: ``base`` is a fresh intermediate (a convolution's output, which its backward does not need);
         # a new full-resolution tensor took twice as long to fill (page faults)
-        ctx.stacked_shape, ctx.stacked_strides, ctx.out_channels = stacked.shape, stacked.stride(), base.shape[1]
+        ctx.stacked_layout = stacked.shape, stacked.stride(), stacked.dtype
+        ctx.out_channels = base.shape[1]
         ctx.mark_dirty(base)
         _split_axes(base).add_(_interleaved_view(stacked, base.shape[1]))
         return base
@@ -95,7 +98,8 @@ class _InterleaveAdd(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         grad_stacked = None
         if ctx.needs_input_grad[0]:
-            grad_stacked = grad.new_empty_strided(ctx.stacked_shape, ctx.stacked_strides)
+            shape, strides, dtype = ctx.stacked_layout  # dtype: bfloat16 terms added into a float32 base
+            grad_stacked = grad.new_empty_strided(shape, strides, dtype=dtype)
             _interleaved_view(grad_stacked, ctx.out_channels).copy_(_split_axes(grad))
             # each parity leaves one plane per axis unread: its gradient is zero
             ndim = grad.dim() - 2
