@@ -124,9 +124,10 @@ def test_the_loss_on_the_signal_region_equals_the_whole_grid_loss(shape, monkeyp
     monkeypatch.setattr(rm, "_REGION_MARGIN", 10_000)  # a margin past the grid: the whole grid
     whole = refine_multilevel(model, moving, fixed, LOSS, levels, tol=0.0, window=5, initial=initial)
     assert [r.steps for r in region.levels] == [r.steps for r in whole.levels] == [6, 4]
-    assert region.losses == pytest.approx(whole.losses, abs=1e-6)
     # Adam divides by the gradient's magnitude, so summation-order differences of ~1e-9 in near-zero gradient
-    # components become differences of a fraction of lr: 3e-4 voxels measured
+    # components become differences of a fraction of lr: 3e-4 voxels measured in the field, and up to 1.1e-6 in
+    # losses of ~0.35 (float32); a region that missed signal would change them by orders of magnitude more
+    assert region.losses == pytest.approx(whole.losses, abs=5e-6)
     torch.testing.assert_close(region.result.ddf, whole.result.ddf, rtol=0, atol=2e-3)
     # an image with signal everywhere keeps the whole grid
     focused.clear()
