@@ -61,6 +61,7 @@ from torch import nn
 
 from monai_vmorph.losses import gradient_loss, mse
 from monai_vmorph.networks import VoxelMorph
+from monai_vmorph.networks.blocks.upsample_conv import memory_format_of
 from monai_vmorph.precision import PRECISIONS, needs_grad_scaler, precision_dtype, resolve_precision
 from monai_vmorph.runtime import keep_freed_memory
 
@@ -285,20 +286,11 @@ def measure_rates(heaviest: tuple | None, device: torch.device, dtype: torch.dty
         rates[f"gemm {n}"] = _rate(lambda: a @ a, 2.0 * n**3, device)
         if heaviest is not None:
             module, shape = heaviest
-            x = torch.rand(shape, device=device).contiguous(memory_format=_memory_format_of(module))
+            x = torch.rand(shape, device=device).contiguous(memory_format=memory_format_of(module.weight))
             flops = _conv_flops(module, (x,), module(x))
             if flops / (rates[f"gemm {n}"] * 1e9) < 30:  # skip what would take minutes (no native path)
                 rates[f"conv {module.in_channels}->{module.out_channels}"] = _rate(lambda: module(x), flops, device)
     return rates
-
-
-def _memory_format_of(module: nn.Module) -> torch.memory_format:
-    weight = module.weight
-    if weight.dim() == 5 and weight.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def _inputs(size: tuple[int, ...], batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

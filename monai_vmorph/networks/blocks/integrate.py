@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_vmorph.networks.blocks.warp import _check_padding_mode, _identity, grid_sample_3d_parallel
+from monai_vmorph.networks.blocks.warp import _check_padding_mode, _grid_units, _identity, grid_sample_3d_parallel
 from monai_vmorph.validation import check_field, check_finite
 
 __all__ = ["VecInt", "integrate_velocity"]
@@ -43,7 +43,7 @@ def integrate_velocity(velocity: torch.Tensor, num_steps: int = 7, padding_mode:
     # dimension ``(B, *S, ndim)``. Sampling commutes with that per-voxel linear map, so each step is one addition for
     # the sampling grid and one for the composition, without the flip and scaling that every warp of a voxel-unit
     # field needs (and their backward passes).
-    unit = velocity.new_tensor([2.0 / max(n - 1, 1) for n in reversed(shape)])
+    unit = _grid_units(shape, velocity)
     field = velocity.flip(1).movedim(1, -1) * (unit / 2**num_steps)
     for _ in range(num_steps):
         sampled = grid_sample_3d_parallel(field.movedim(-1, 1), identity + field, "bilinear", padding_mode)

@@ -89,8 +89,13 @@ def _sampling_grid(
     spatial_shape = ddf.shape[2:] if image_shape is None else image_shape
     if identity is None:
         identity = _identity(tuple(spatial_shape), ddf.device, ddf.dtype)
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)], device=ddf.device, dtype=ddf.dtype)
-    return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), scale)
+    return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), _grid_units(spatial_shape, ddf))
+
+
+def _grid_units(spatial_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """``(ndim,)`` normalised-coordinate length of one voxel per axis, in the grid's reversed axis order
+    (``align_corners=True``: ``2 / (n - 1)``, and 2 for an axis of one voxel); ``like``'s device and dtype."""
+    return like.new_tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)])
 
 
 def grid_sample_3d_parallel(
