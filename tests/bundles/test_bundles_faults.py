@@ -237,43 +237,75 @@ _INTERRUPTED = re.compile(
 )
 
 
+def _wait_for_line(run: subprocess.Popen, pattern: str) -> str:
+    """Read ``run``'s stdout line by line until one contains ``pattern`` (the process reports it); the line."""
+    for line in run.stdout:
+        if pattern in line:
+            return line
+    raise AssertionError(f"the run ended (exit {run.wait()}) without printing {pattern!r}")
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_training_is_one_line_and_the_same_command_resumes(bundle, tmp_path):
-    """Ctrl-C (SIGINT, 2D bundle) or a scheduler's SIGTERM (3D bundle): one line, exit 130 / 143, and resume."""
+    """Ctrl-C (SIGINT, 2D bundle) or a scheduler's SIGTERM (3D bundle): one line, exit 130 / 143, and resume.
+
+    No race with the training's own end: the run asks for far more epochs than it can train before the signal, which
+    is sent once the process has reported a checkpoint (the file) or a resumption (its log line). The resumed run is
+    interrupted the same way; a run with ``max_epochs`` raised just past its checkpoint then finishes it.
+    """
     name, dataset_dir = bundle
     stop, status, word = (
         (signal.SIGINT, 130, "interrupted") if name == NAME_2D else (signal.SIGTERM, 143, "terminated (SIGTERM)")
     )
     out = tmp_path / "out"
-    epochs = 40 if name == NAME_2D else 10  # the 3D model on the tiny random volumes diverges after ~20 epochs
+    epochs = 100_000  # hours of training: the signal always comes first
     config = {**overrides(name, dataset_dir, out), "max_epochs": epochs, "pairs_per_epoch": 2, "val_interval": 5}
     configs = ROOT / "bundles" / name / "configs"
     args = [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json")]
     args += ["--logging_file", str(configs / "logging.conf"), "--config_file", str([str(configs / f) for f in TRAIN])]
     for key, value in config.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 300
-    while not (out / "models" / "last.pt").exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.05)
-    run.send_signal(stop)
-    _, stderr = run.communicate(timeout=300)
-    assert run.returncode == status, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1].startswith(f"{word} at epoch ")
-    assert "Traceback" not in stderr
-    match = _INTERRUPTED.fullmatch(stderr.strip().splitlines()[-1])
-    assert match, stderr[-2000:]
-    saved = torch.load(out / "models" / "last.pt", weights_only=True)
     per_epoch = -(-2 // BUNDLES[name][1].get("batch_size", 1))  # 2 pairs per epoch in batches of the bundle's size
-    assert match.group(2) == str(out / "models" / "last.pt")
-    assert saved["trainer"]["iteration"] == int(match.group(3)) * per_epoch
-    assert int(match.group(1)) in (int(match.group(3)), int(match.group(3)) + 1)
-    assert not (out / "models" / LOCK_NAME).exists()
+    last = out / "models" / "last.pt"
 
-    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    def interrupted(run: subprocess.Popen, stderr_file: Path) -> int:
+        """Signal ``run``, check its one-line report and exit status; the checkpoint's epoch."""
+        run.send_signal(stop)
+        run.stdout.read()
+        assert run.wait(timeout=300) == status, stderr_file.read_text()[-2000:]
+        stderr = stderr_file.read_text()
+        assert "Traceback" not in stderr
+        match = _INTERRUPTED.fullmatch(stderr.strip().splitlines()[-1])
+        assert match and stderr.strip().splitlines()[-1].startswith(f"{word} at epoch "), stderr[-2000:]
+        assert match.group(2) == str(last)
+        saved = torch.load(last, weights_only=True)
+        assert saved["trainer"]["iteration"] == int(match.group(3)) * per_epoch
+        assert int(match.group(1)) in (int(match.group(3)), int(match.group(3)) + 1)
+        assert not (out / "models" / LOCK_NAME).exists()
+        return int(match.group(3))
+
+    def start(index: int) -> tuple[subprocess.Popen, Path]:
+        stderr_file = tmp_path / f"stderr{index}.txt"
+        with stderr_file.open("w") as err:
+            run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        return run, stderr_file
+
+    run, stderr_file = start(0)
+    _wait_for_line(run, "Epoch[1] Complete")  # the engine's own log line, after the epoch's checkpoint
+    assert last.exists()
+    first = interrupted(run, stderr_file)
+
+    run, stderr_file = start(1)  # the same command resumes
+    line = _wait_for_line(run, "resumed from ")
+    assert f"resumed from {last} at epoch {first} of {epochs}" in line
+    second = interrupted(run, stderr_file)
+    assert second >= first
+
+    finish = [*args, "--max_epochs", str(second + 1)]  # the last value of an option wins
+    again = subprocess.run(finish, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resumed from {out / 'models' / 'last.pt'} at epoch {match.group(3)} of {epochs}" in again.stdout
-    assert torch.load(out / "models" / "last.pt", weights_only=True)["trainer"]["iteration"] == epochs * per_epoch
+    assert f"resumed from {last} at epoch {second} of {second + 1}" in again.stdout
+    assert torch.load(last, weights_only=True)["trainer"]["iteration"] == (second + 1) * per_epoch
 
 
 def _sha(path: Path) -> str:
