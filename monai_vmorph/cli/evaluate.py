@@ -13,7 +13,7 @@ import numpy as np
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import preset_of, register_listed_pair
+from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
 from monai_vmorph.data.datalists import csv_pairs
 from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_NAME
 from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
@@ -58,6 +58,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     pairs = read_pairs(args.pairs, args.split)
+    check_pair_files(pairs)
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, ["metrics.csv", "summary.json"], overwrite=args.overwrite, inputs=[args.pairs])
     first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")

@@ -29,7 +29,7 @@ import numpy as np
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import preset_of, register_listed_pair
+from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
 from monai_vmorph.data.keys import FIXED_IMAGE, MOVING_IMAGE
 from monai_vmorph.data.learn2reg import find_learn2reg_json, learn2reg_datalist
 from monai_vmorph.metrics.learn2reg import learn2reg_dice, learn2reg_hd95, learn2reg_sdlogj, learn2reg_warp_labels
@@ -149,6 +149,7 @@ def run_learn2reg(args: argparse.Namespace) -> None:
     if len(set(names)) != len(names):
         repeated = next(n for n in names if names.count(n) > 1)
         raise CLIError(f"{json_path} lists the pair of {repeated} twice in {args.split!r}; remove the repeat")
+    check_pair_files(pairs)
     device = parse_device(args.device)
     outputs = OutputSet(args.out_dir, [*names, "metrics.json"], overwrite=args.overwrite, inputs=[json_path])
     first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")

@@ -18,12 +18,13 @@ from monai_vmorph.pipeline import (
     OutputSet,
     PairResult,
     check_same_dims,
+    check_scan_file,
     load_bundle_model,
     read_scan,
     register_pair,
 )
 
-__all__ = ["ListedPair", "preset_of", "refine_progress", "register_listed_pair", "run_register"]
+__all__ = ["ListedPair", "check_pair_files", "preset_of", "refine_progress", "register_listed_pair", "run_register"]
 
 
 def preset_of(args: argparse.Namespace) -> str:
@@ -61,6 +62,18 @@ class ListedPair(NamedTuple):
     moving_labels: NativeScan | None
     fixed_labels: NativeScan | None
     result: PairResult
+
+
+def check_pair_files(pairs: list[dict]) -> None:
+    """Check every file of a datalist's pairs from its header (:func:`monai_vmorph.pipeline.check_scan_file`) before
+    the first registration, so a bad file among many is one line at once, not after hours of work. Labels are checked
+    where :func:`register_listed_pair` uses them (both listed)."""
+    for pair in pairs:
+        check_scan_file(pair[FIXED_IMAGE], "fixed image")
+        check_scan_file(pair[MOVING_IMAGE], "moving image")
+        if pair.get(MOVING_LABEL) and pair.get(FIXED_LABEL):
+            check_scan_file(pair[MOVING_LABEL], "moving label", labels=True)
+            check_scan_file(pair[FIXED_LABEL], "fixed label", labels=True)
 
 
 def register_listed_pair(
@@ -147,7 +160,7 @@ def run_register(args: argparse.Namespace) -> None:
             "ddf.nii.gz", lambda p: write_itk_displacement(p, result.displacement, fixed.affine, overwrite=True)
         )
         if result.warped_labels is not None:
-            outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed)
+            outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed, moving_labels.file_dtype)
         outputs.write_with("affine.txt", lambda p: write_itk_affine(p, result.affine))
         outputs.write_json("metrics.json", metrics)
         outputs.commit()

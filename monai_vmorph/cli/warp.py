@@ -41,7 +41,8 @@ def run_warp(args: argparse.Namespace) -> None:
     mode = args.interp
     warped = warp_physical(moving.array, moving.affine, shape, reference.affine, displacement, mode)
     with outputs:
-        outputs.write_nifti(out.name, np.asarray(warped), reference)
+        dtype = moving.file_dtype if mode == "label" else None  # warped labels keep their file's type
+        outputs.write_nifti(out.name, np.asarray(warped), reference, dtype)
         outputs.commit()
     if not args.quiet:
         print(f"warped {moving.path.name} with {Path(args.field).name} ({mode}) -> {out}")

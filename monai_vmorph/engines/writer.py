@@ -76,7 +76,7 @@ class RegistrationWriter:
       that ``sitk.DisplacementFieldTransform``, ANTs' ``antsApplyTransforms`` and 3D Slicer apply directly, and
       ``monai-vmorph warp`` applies to other images;
     * ``..._warped_label.nii.gz``: the moving label map warped the same way (``label`` interpolation), when the pair
-      has one; stored in the label file's integer type when it holds the values, else int32.
+      has one; stored in the label file's own type.
 
     The network's field, in voxels of the preprocessed grids, becomes a physical displacement with
     :func:`monai_vmorph.io.native_displacement` (the moving image's preprocessed grid may differ from the fixed
@@ -98,13 +98,18 @@ class RegistrationWriter:
         return os.path.join(self.output_dir, f"{stem}_{kind}.nii.gz")
 
     def _write_pair(
-        self, stem: str, arrays: dict[str, np.ndarray], fixed: NativeScan, displacement: np.ndarray
+        self,
+        stem: str,
+        arrays: dict[str, tuple[np.ndarray, np.dtype | None]],
+        fixed: NativeScan,
+        displacement: np.ndarray,
     ) -> None:
-        """Write a pair's files under temporary names, each read back whole, then rename them all: a failure (a full
-        disk: one line, :class:`~monai_vmorph.io.atomic.OutputWriteError`) leaves none of them."""
+        """Write a pair's files (``arrays``: kind -> (voxels, stored type)) under temporary names, each read back
+        whole, then rename them all: a failure (a full disk: one line,
+        :class:`~monai_vmorph.io.atomic.OutputWriteError`) leaves none of them."""
         with FileSet() as files:
-            for kind, array in arrays.items():
-                files.add_nifti(self._path(stem, kind), nifti_like(array, fixed))
+            for kind, (array, dtype) in arrays.items():
+                files.add_nifti(self._path(stem, kind), nifti_like(array, fixed, dtype))
             files.add(
                 self._path(stem, "ddf"), lambda tmp: write_itk_displacement(tmp, displacement, fixed.affine, True)
             )
@@ -134,10 +139,10 @@ class RegistrationWriter:
             )
             args = (shape, native_fixed.affine, displacement)
             warped = warp_physical(native_moving.array.astype(np.float32), native_moving.affine, *args, mode="linear")
-            arrays = {"warped": np.asarray(warped, dtype=np.float32)}
+            arrays = {"warped": (np.asarray(warped, dtype=np.float32), None)}
             if isinstance(labels, MetaTensor):
                 native_labels = _load_native(labels, i, ndim, "moving label", labels=True)
                 warped_labels = warp_physical(native_labels.array, native_labels.affine, *args, mode="label")
-                arrays["warped_label"] = np.asarray(warped_labels)
+                arrays["warped_label"] = (np.asarray(warped_labels), native_labels.file_dtype)
             self._write_pair(stem, arrays, native_fixed, displacement)
         return dict(data)

@@ -326,14 +326,16 @@ def _warp_labels(
     per_slice = int(np.prod(shape[1:]))
     channels = []
     for channel in volume:
-        labels, codes = torch.unique(channel, return_inverse=True)  # codes follow the sorted values
+        # int64 for the sort: PyTorch's CPU unique has no kernel for uint16/uint32/uint64 (every value up to 2**63)
+        source = channel.to(torch.int64) if not channel.is_floating_point() else channel
+        labels, codes = torch.unique(source, return_inverse=True)  # codes follow the sorted values
         if labels.numel() > MAX_LABELS:
             raise ValueError(
                 f"mode='label' expects a label map, got {labels.numel()} distinct values (more than {MAX_LABELS}); "
                 "use mode='linear' for intensity images."
             )
         codes = codes.reshape(-1)
-        out = torch.empty(int(np.prod(shape)), dtype=channel.dtype, device=device)
+        out = torch.empty(int(np.prod(shape)), dtype=source.dtype, device=device)
         for start, stop, c in _source_indices(src_affine, shape, dst_affine, field, device):
             clamped = torch.minimum(c.clamp(min=0), n - 1)  # border voxels extend half a voxel (ITK's rule)
             low = torch.minimum(clamped.floor(), (n - 2).clamp(min=0))
@@ -352,7 +354,7 @@ def _warp_labels(
             out[start * per_slice : stop * per_slice] = torch.where(
                 _inside(c, src_shape), value, torch.full_like(value, padding_value)
             )
-        channels.append(out.reshape(shape))
+        channels.append(out.reshape(shape).to(channel.dtype))
     out = torch.stack(channels)
     out = out.squeeze(0) if squeeze else out
     return out.cpu().numpy() if was_numpy else out

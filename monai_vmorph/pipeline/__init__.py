@@ -12,7 +12,7 @@ from monai_vmorph.pipeline.affine import AFFINE_MODES, AffineResult, affine_regi
 from monai_vmorph.pipeline.model import BundleModel, bundles_root, default_bundle, load_bundle_model
 from monai_vmorph.pipeline.outputs import OutputSet, nifti_like
 from monai_vmorph.pipeline.register import PairResult, dice_per_label, normalise_intensity, register_pair
-from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, read_scan
+from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, check_scan_file, read_scan
 from monai_vmorph.pipeline.transforms import AFFINE_META_KEY, AffineAlignd
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "affine_register",
     "bundles_root",
     "check_same_dims",
+    "check_scan_file",
     "default_bundle",
     "dice_per_label",
     "load_bundle_model",

@@ -21,23 +21,36 @@ from monai_vmorph.pipeline.scan import NativeScan
 __all__ = ["OutputSet", "nifti_like"]
 
 
-def nifti_like(array: np.ndarray, like: NativeScan) -> nib.Nifti1Image:
+def nifti_like(array: np.ndarray, like: NativeScan, dtype: np.dtype | None = None) -> nib.Nifti1Image:
     """``array`` (on ``like``'s grid, ``(*S)`` or ``(*S, C)``) as a NIfTI image placed exactly as ``like``.
 
     The header rule of :mod:`monai_vmorph.pipeline.scan`: qform and sform are both set to ``like.file_affine``
     (the placement we read), keeping ``like``'s codes (a code of 0 takes the other one's, or 1), so nibabel,
-    SimpleITK, ANTs and Slicer place the output in the same place. 64-bit integers are stored in a 32-bit type
-    that holds them (:func:`monai_vmorph.io.nifti_integer_array`). A 2D scan's array keeps the form of its file
+    SimpleITK, ANTs and Slicer place the output in the same place. A 2D scan's array keeps the form of its file
     (``(X, Y, 1)`` or ``(X, Y)``; ``(X, Y, 1)`` for a scan built in memory).
+
+    Args:
+        array: the voxels.
+        like: the scan whose grid they are on.
+        dtype: the stored type (a label map's ``file_dtype``: warped labels keep their file's type; every value
+            must be representable, as a warped label map's are). ``None``: floats as they are, 64-bit integers in
+            a 32-bit type that holds them (:func:`monai_vmorph.io.nifti_integer_array`).
     """
-    array = nifti_integer_array(np.asarray(array))
+    array = np.asarray(array)
+    if dtype is not None:
+        stored = array.astype(dtype)
+        if not np.array_equal(stored, array):
+            raise ValueError(f"values of {array.dtype} array do not fit the output type {np.dtype(dtype)}.")
+        array = stored
+    else:
+        array = nifti_integer_array(array)
     if like.ndim == 2:
         form = like.file_shape if like.file_shape is not None else (*array.shape[:2], 1)
         array = array.reshape((*form, *array.shape[2:]))
     affine = np.asarray(like.file_affine, dtype=np.float64)
     qcode = like.qform_code or like.sform_code or 1
     scode = like.sform_code or qcode
-    image = nib.Nifti1Image(array, affine)
+    image = nib.Nifti1Image(array, affine, dtype=array.dtype)  # nibabel asks for 64-bit integers to be explicit
     image.set_qform(affine, code=int(qcode))
     image.set_sform(affine, code=int(scode))
     image.header.set_xyzt_units("mm", "sec")
@@ -100,10 +113,10 @@ class OutputSet:
         """Write output ``name`` by calling ``writer(temporary_path)`` (flushed, checked to exist)."""
         write_file(self._temporary(name), writer, name=name)
 
-    def write_nifti(self, name: str, array: np.ndarray, like: NativeScan) -> None:
-        """Write ``array`` on ``like``'s grid as NIfTI placed exactly as ``like`` (:func:`nifti_like`), read back whole
-        before it is kept."""
-        image = nifti_like(array, like)
+    def write_nifti(self, name: str, array: np.ndarray, like: NativeScan, dtype: np.dtype | None = None) -> None:
+        """Write ``array`` on ``like``'s grid as NIfTI placed exactly as ``like`` (:func:`nifti_like`, stored as
+        ``dtype``), read back whole before it is kept."""
+        image = nifti_like(array, like, dtype)
         shape = tuple(image.shape)
         tmp = self._temporary(name)
         write_file(tmp, lambda p: nib.save(image, p), lambda p: check_nifti(p, shape), name=name)

@@ -27,7 +27,7 @@ import numpy as np
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import MAX_LABELS, affine_2d, nifti_placement
 
-__all__ = ["NativeScan", "check_same_dims", "read_scan"]
+__all__ = ["NativeScan", "check_same_dims", "check_scan_file", "read_scan"]
 
 
 @dataclass
@@ -44,6 +44,8 @@ class NativeScan:
         sform_code: the file's sform code, kept on outputs.
         file_shape: the file's spatial shape (``(X, Y)`` or ``(X, Y, 1)`` for a 2D slice); outputs on this grid keep
             it. ``None`` (in memory): 2D outputs are ``(X, Y, 1)``.
+        file_dtype: the voxel type of the file (``None`` in memory). A label map's ``array`` is ``int32`` (``int64``
+            for values beyond it) whatever this is; outputs derived from it (warped labels) are stored in it.
     """
 
     path: Path | None
@@ -53,6 +55,7 @@ class NativeScan:
     qform_code: int = 1
     sform_code: int = 1
     file_shape: tuple[int, ...] | None = None
+    file_dtype: np.dtype | None = None
 
     @property
     def ndim(self) -> int:
@@ -93,7 +96,7 @@ def _spatial_shape(shape: tuple[int, ...], role: str, path: Path) -> tuple[int, 
     return out
 
 
-def _open(path: Path, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+def _open(path: Path, role: str, data: bool = True) -> tuple[nib.Nifti1Image, np.ndarray | None]:
     if not path.exists():
         raise UserError(f"{role} {path} does not exist; check the path")
     if path.is_dir():
@@ -104,7 +107,7 @@ def _open(path: Path, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
         image = nib.load(path)
         if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
             raise UserError(f"{role} {path} is a {type(image).__name__}, not NIfTI; convert it to .nii.gz first")
-        data = np.asanyarray(image.dataobj)
+        voxels = np.asanyarray(image.dataobj) if data else None
     except UserError:
         raise
     except (gzip.BadGzipFile, zlib.error, EOFError) as error:
@@ -113,7 +116,38 @@ def _open(path: Path, role: str) -> tuple[nib.Nifti1Image, np.ndarray]:
         ) from None
     except Exception as error:  # nibabel's ImageFileError, struct errors on truncated headers, ...
         raise UserError(f"{role} {path} is not a readable NIfTI image ({error}); give a .nii/.nii.gz file") from None
-    return image, data
+    return image, voxels
+
+
+def _check_voxel_type(dtype: np.dtype, role: str, path: Path) -> None:
+    if np.issubdtype(dtype, np.complexfloating) or dtype.fields is not None or not (
+        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_
+    ):
+        raise UserError(f"{role} {path} holds {dtype} (complex or RGB) voxels; give a real-valued scalar image")
+
+
+def check_scan_file(path: str | os.PathLike, role: str, labels: bool = False) -> tuple[int, ...]:
+    """Check from its header alone that ``path`` is a NIfTI scan :func:`read_scan` can read, in milliseconds.
+
+    The checks of :func:`read_scan` that need no voxel data: the file exists and is a readable NIfTI header, its
+    voxel type is real and scalar, its shape is 2D or 3D by the 2D rule. A label map stored in a floating type is
+    read whole to check that its values are whole numbers (integer types hold nothing else). Commands that read
+    many files (``evaluate``, ``learn2reg``) run this on every file before the first registration.
+
+    Returns:
+        The spatial shape by the 2D rule.
+
+    Raises:
+        UserError: as :func:`read_scan`, for these checks.
+    """
+    p = Path(path)
+    image, _ = _open(p, role, data=False)
+    shape = _spatial_shape(tuple(image.shape), role, p)
+    dtype = np.dtype(image.get_data_dtype())
+    _check_voxel_type(dtype, role, p)
+    if labels and not np.issubdtype(dtype, np.integer):
+        _label_array(np.asanyarray(image.dataobj).reshape(shape), role, p)
+    return shape
 
 
 def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_integer: bool = False) -> NativeScan:
@@ -122,9 +156,10 @@ def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_int
     Args:
         path: the file.
         role: what the file is for, used in messages (``"--fixed"``, ``"moving label"``…).
-        labels: the file is a label map: whole numbers, not all zero, at most
-            :data:`monai_vmorph.io.MAX_LABELS` distinct values (the label warp's limit), checked before any work;
-            the integer dtype is kept.
+        labels: the file is a label map: whole numbers (any integer type, or a floating one holding whole numbers),
+            not all zero, at most :data:`monai_vmorph.io.MAX_LABELS` distinct values (the label warp's limit),
+            checked before any work. Its array is ``int32`` (``int64`` where values exceed it); ``file_dtype``
+            keeps the file's type for the outputs.
         keep_integer: keep an integer image's dtype (other images become float32).
 
     Raises:
@@ -135,8 +170,7 @@ def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_int
     p = Path(path)
     image, data = _open(p, role)
     shape = _spatial_shape(data.shape, role, p)
-    if np.iscomplexobj(data) or data.dtype.fields is not None:
-        raise UserError(f"{role} {p} holds {data.dtype} (complex or RGB) voxels; give a real-valued scalar image")
+    _check_voxel_type(data.dtype, role, p)
     array = data.reshape(shape)
     if labels:
         array = _label_array(array, role, p)
@@ -163,24 +197,37 @@ def read_scan(path: str | os.PathLike, role: str, labels: bool = False, keep_int
         qform_code=int(header["qform_code"]),
         sform_code=int(header["sform_code"]),
         file_shape=tuple(int(n) for n in data.shape[: max(array.ndim, min(3, data.ndim))]),
+        file_dtype=np.dtype(data.dtype),
     )
 
 
 def _label_array(array: np.ndarray, role: str, path: Path) -> np.ndarray:
+    """A label map's voxels as ``int32`` (``int64`` where a value exceeds it), checked as :func:`read_scan` says.
+
+    One integer type downstream: PyTorch has no CPU sort (``torch.unique``) for ``uint16``/``uint32``/``uint64``,
+    and a floating map holding whole numbers is compared by value everywhere.
+    """
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.all(np.mod(array, 1) == 0):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise UserError(f"{role} {path} has {int(finite.size - finite.sum())} NaN/inf voxels; give a label map")
+        if not np.all(np.mod(array, 1) == 0):
             raise UserError(f"{role} {path} has non-integer values; give a label map (one whole number per structure)")
     if not np.any(array):
         raise UserError(f"{role} {path} is empty (all zeros); give a label map with at least one structure")
-    count = int(np.unique(array).size)
-    if count > MAX_LABELS:
+    values = np.unique(array)
+    if values.size > MAX_LABELS:
         raise UserError(
-            f"{role} {path} has {count} distinct values (a label map has at most {MAX_LABELS}); "
+            f"{role} {path} has {values.size} distinct values (a label map has at most {MAX_LABELS}); "
             "is it an intensity image? give a label map"
         )
-    if not np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.int32)
-    return array
+    low, high = values[0], values[-1]
+    for dtype in (np.int32, np.int64):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return array.astype(dtype)
+    raise UserError(f"{role} {path} has label values {low}..{high} beyond a 64-bit integer; relabel it")
 
 
 def check_same_dims(*scans: NativeScan) -> int:
