@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (created if missing)")
     reg.add_argument("--moving-labels", metavar="FILE", help="moving label map, warped to warped_labels.nii.gz")
     reg.add_argument("--fixed-labels", metavar="FILE", help="fixed label map: Dice per label in metrics.json")
+    reg.add_argument(
+        "--inverse",
+        action="store_true",
+        help="also write inverse_ddf.nii.gz: the ITK field on the moving scan's grid that maps moving points to "
+        "fixed ones (warps fixed-space images, e.g. an atlas's labels, onto the moving scan)",
+    )
     _common(reg)
 
     warp = _command(

@@ -128,6 +128,7 @@ def run_register(args: argparse.Namespace) -> None:
     device = parse_device(args.device)
     names = ["warped.nii.gz", "ddf.nii.gz", "affine.txt", "metrics.json"]
     names += ["warped_labels.nii.gz"] if moving_labels else []
+    names += ["inverse_ddf.nii.gz"] if args.inverse else []
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.weights]
     outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights, args.precision)
@@ -144,6 +145,7 @@ def run_register(args: argparse.Namespace) -> None:
         callback,
         affine=args.affine,
         preset=preset_of(args),
+        inverse=args.inverse,
     )
     if bar is not None:
         bar.close()
@@ -159,6 +161,11 @@ def run_register(args: argparse.Namespace) -> None:
         outputs.write_with(
             "ddf.nii.gz", lambda p: write_itk_displacement(p, result.displacement, fixed.affine, overwrite=True)
         )
+        if result.inverse_displacement is not None:
+            inverse = result.inverse_displacement
+            outputs.write_with(
+                "inverse_ddf.nii.gz", lambda p: write_itk_displacement(p, inverse, moving.affine, overwrite=True)
+            )
         if result.warped_labels is not None:
             outputs.write_nifti("warped_labels.nii.gz", result.warped_labels, fixed, moving_labels.file_dtype)
         outputs.write_with("affine.txt", lambda p: write_itk_affine(p, result.affine))

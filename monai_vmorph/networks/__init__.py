@@ -9,6 +9,7 @@ from monai_vmorph.networks.blocks import (
     field_scale_factors,
     identity_grid,
     integrate_velocity,
+    invert_ddf,
     resize_field,
     warp,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "field_scale_factors",
     "identity_grid",
     "integrate_velocity",
+    "invert_ddf",
     "resize_field",
     "warp",
 ]

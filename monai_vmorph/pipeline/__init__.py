@@ -11,7 +11,13 @@ from here.
 from monai_vmorph.pipeline.affine import AFFINE_MODES, AffineResult, affine_register
 from monai_vmorph.pipeline.model import BundleModel, bundles_root, default_bundle, load_bundle_model
 from monai_vmorph.pipeline.outputs import OutputSet, nifti_like
-from monai_vmorph.pipeline.register import PairResult, dice_per_label, normalise_intensity, register_pair
+from monai_vmorph.pipeline.register import (
+    PairResult,
+    dice_per_label,
+    inverse_native_displacement,
+    normalise_intensity,
+    register_pair,
+)
 from monai_vmorph.pipeline.scan import NativeScan, check_same_dims, check_scan_file, read_scan
 from monai_vmorph.pipeline.transforms import AFFINE_META_KEY, AffineAlignd
 
@@ -30,6 +36,7 @@ __all__ = [
     "check_scan_file",
     "default_bundle",
     "dice_per_label",
+    "inverse_native_displacement",
     "load_bundle_model",
     "nifti_like",
     "normalise_intensity",

@@ -16,6 +16,10 @@ Steps (each in one place):
    affine) becomes one physical displacement at every native fixed voxel
    (:func:`monai_vmorph.io.native_displacement` with ``moving_net_affine = A @ N``); outside the network grid it is
    the affine alone. The native moving scan (and labels) are warped by it in one resampling.
+5. **The inverse** (``inverse=True``): the network-grid inverse ``w`` of ``u`` (``exp(-v)`` for the model's
+   stationary velocity ``v``; fixed-point inversion, :func:`monai_vmorph.networks.invert_ddf`, for a plain field)
+   gives ``T^-1(m) = N @ (q' + w(q'))`` with ``q' = inv(A @ N) @ m``, one physical displacement at every native
+   *moving* voxel (:func:`inverse_native_displacement`); outside the network grid it is ``inv(A)`` alone.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, RefinePreset,
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
+from monai_vmorph.networks import invert_ddf
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.model import BundleModel
 from monai_vmorph.pipeline.scan import NativeScan
 from monai_vmorph.transforms import INTENSITY_PERCENTILES
 
-__all__ = ["PairResult", "dice_per_label", "normalise_intensity", "register_pair"]
+__all__ = ["PairResult", "dice_per_label", "inverse_native_displacement", "normalise_intensity", "register_pair"]
 
 
 @dataclass
@@ -55,6 +60,8 @@ class PairResult:
             / ``net_warped`` and ``net_ddf`` (voxels, ``(ndim, *S_net)``) live on it.
         metrics: JSON-ready numbers (folding %, SDlogJ, Dice before / after the affine stage / after, losses,
             seconds per stage).
+        inverse_displacement: with ``inverse=True``, the inverse transform as a physical displacement (RAS mm) on the
+            moving grid, ``moving_shape + (ndim,)``, else ``None``.
     """
 
     warped: np.ndarray
@@ -67,6 +74,7 @@ class PairResult:
     net_warped: np.ndarray
     net_ddf: np.ndarray
     metrics: dict = field(default_factory=dict)
+    inverse_displacement: np.ndarray | None = None
 
 
 def normalise_intensity(array: np.ndarray) -> np.ndarray:
@@ -89,6 +97,42 @@ def _dice_metrics(metrics: dict, key: str, warped_labels: np.ndarray, fixed_labe
     metrics[f"mean_{key}"] = float(np.nanmean(list(scores.values())))
 
 
+def inverse_native_displacement(
+    inverse_ddf: np.ndarray | torch.Tensor,
+    net_affine: np.ndarray,
+    matrix: np.ndarray,
+    moving_shape: tuple[int, ...],
+    moving_affine: np.ndarray,
+) -> np.ndarray:
+    """The inverse of the whole transform ``T(p) = A @ N @ (q + u(q))`` as a displacement on the moving grid.
+
+    Args:
+        inverse_ddf: ``(ndim, *S_net)`` inverse ``w`` of the network-grid field ``u`` (voxels of the grid ``N``).
+        net_affine: the network grid's affine ``N``.
+        matrix: the affine stage's ``A`` (fixed world -> moving world, RAS mm).
+        moving_shape: the native moving grid's shape.
+        moving_affine: its affine.
+
+    Returns:
+        ``(*moving_shape, ndim)`` RAS mm: ``T^-1(m) - m`` at each moving voxel's world point ``m``, where
+        ``T^-1(m) = N @ (q' + w(q'))``, ``q' = inv(A @ N) @ m`` (``inv(A) @ m`` where ``q'`` is off the grid). The
+        ITK field that maps moving points to fixed points, applied like the forward one.
+    """
+    return native_displacement(
+        inverse_ddf, matrix @ net_affine, moving_shape, moving_affine, moving_net_affine=net_affine
+    )
+
+
+def _network_inverse(model, moving: torch.Tensor, fixed: torch.Tensor, result) -> torch.Tensor:
+    """``(1, ndim, *S_net)`` inverse of ``result.ddf`` by fixed-point iteration, started from the model's
+    ``exp(-v)`` when it integrates a velocity (then only the integration's discretisation error is left to remove)."""
+    initial = None
+    if model.diffeomorphic:
+        with torch.no_grad():
+            initial = model.from_velocity(moving, fixed, -result.velocity.detach()).ddf.detach().float()
+    return invert_ddf(result.ddf.detach().float(), iterations=50 if initial is None else 10, initial=initial)
+
+
 def register_pair(
     fixed: NativeScan,
     moving: NativeScan,
@@ -101,6 +145,7 @@ def register_pair(
     *,
     affine: str = "affine",
     preset: str | RefinePreset = "default",
+    inverse: bool = False,
 ) -> PairResult:
     """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
 
@@ -118,6 +163,7 @@ def register_pair(
         preset: the refinement after the network: a name in
             :data:`~monai_vmorph.engines.refine_multilevel.REFINE_PRESETS` (``"default"``, ``"fast"`` = none) or a
             :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset`.
+        inverse: also compute the inverse transform on the moving grid (``inverse_displacement``).
 
     Returns:
         :class:`PairResult`; conventions of the steps in this module's docstring.
@@ -193,6 +239,11 @@ def register_pair(
                 moved = warp_physical(moving_labels.array, moving_labels.affine, *grid, field_, "label")
                 _dice_metrics(metrics, key, moved, fixed_labels)
             _dice_metrics(metrics, "dice", warped_labels, fixed_labels)
+    inverse_displacement = None
+    if inverse:
+        w = _network_inverse(bundle.model, m, f, result)[0].cpu()
+        inverse_displacement = inverse_native_displacement(w, net_affine, matrix, moving.array.shape, moving.affine)
+        inverse_displacement = np.asarray(inverse_displacement, dtype=np.float32)
     metrics["seconds_native"] = time.perf_counter() - tick
     metrics["seconds"] = time.perf_counter() - start
     return PairResult(
@@ -206,4 +257,5 @@ def register_pair(
         net_warped=result.warped[0, 0].detach().cpu().numpy(),
         net_ddf=net_ddf,
         metrics=metrics,
+        inverse_displacement=inverse_displacement,
     )

@@ -120,8 +120,10 @@ def _open(path: Path, role: str, data: bool = True) -> tuple[nib.Nifti1Image, np
 
 
 def _check_voxel_type(dtype: np.dtype, role: str, path: Path) -> None:
-    if np.issubdtype(dtype, np.complexfloating) or dtype.fields is not None or not (
-        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_
+    if (
+        np.issubdtype(dtype, np.complexfloating)
+        or dtype.fields is not None
+        or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_)
     ):
         raise UserError(f"{role} {path} holds {dtype} (complex or RGB) voxels; give a real-valued scalar image")
 
