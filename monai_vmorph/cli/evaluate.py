@@ -21,11 +21,24 @@ from monai_vmorph.pipeline import OutputSet, load_bundle_model, read_scan
 
 __all__ = ["read_pairs", "run_evaluate", "summarise"]
 
-COLUMNS = ("moving", "fixed", "mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds")
+COLUMNS = (
+    "moving",
+    "fixed",
+    "mean_dice_before",
+    "mean_dice",
+    "folding_percent",
+    "sdlogj",
+    "tre_mm_before",
+    "tre_mm_affine",
+    "tre_mm_after",
+    "seconds",
+)
+_TRE_STAGES = ("before", "affine", "after")  # metrics["tre_mm"] stages: the pair's mean TRE in tre_mm_<stage>
 
 
 def read_pairs(path: str, split: str = "registration_val") -> list[dict]:
-    """Pairs from a CSV (``moving,fixed[,moving_label,fixed_label]``) or a Learn2Reg dataset JSON / folder."""
+    """Pairs from a CSV (``moving,fixed[,moving_label,fixed_label][,fixed_landmarks,moving_landmarks]``) or a
+    Learn2Reg dataset JSON / folder (its keypoints as landmarks)."""
     p = Path(path)
     if p.suffix.lower() == ".csv":
         pairs = csv_pairs(p)
@@ -76,6 +89,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
             "fixed": pair.get(FIXED_NAME, fixed.path.name),
             **{k: result.metrics.get(k) for k in COLUMNS[2:]},
         }
+        for stage in _TRE_STAGES:
+            row[f"tre_mm_{stage}"] = result.metrics.get("tre_mm", {}).get(stage, {}).get("mean")
         for label, score in result.metrics.get("dice", {}).items():
             row[f"dice_{label}"] = score
         rows.append(row)
@@ -105,7 +120,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         outputs.write_text("metrics.csv", buffer.getvalue())
         outputs.write_json("summary.json", summary)
         outputs.commit()
-    for key in ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds"):
+    shown = ("mean_dice_before", "mean_dice", "tre_mm_before", "tre_mm_after", "folding_percent", "sdlogj", "seconds")
+    for key in shown:
         if key in summary:
             print(f"{key}: {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}")
     print(f"{len(rows)} pairs -> {Path(args.out_dir) / 'metrics.csv'}")

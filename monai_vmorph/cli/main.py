@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-labels", metavar="FILE", help="moving label map, warped to warped_labels.nii.gz")
     reg.add_argument("--fixed-labels", metavar="FILE", help="fixed label map: Dice per label in metrics.json")
     reg.add_argument(
+        "--fixed-landmarks",
+        metavar="FILE",
+        help="landmarks on the fixed scan: a Learn2Reg keypoint CSV (voxel indices i,j,k, no header), a Slicer .fcsv "
+        "or .mrk.json; with --moving-landmarks (row n matches row n), TRE in mm before/after in metrics.json",
+    )
+    reg.add_argument("--moving-landmarks", metavar="FILE", help="the corresponding landmarks on the moving scan")
+    reg.add_argument(
         "--inverse",
         action="store_true",
         help="also write inverse_ddf.nii.gz: the ITK field on the moving scan's grid that maps moving points to "
@@ -270,8 +277,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         CLIError: an input file that does not exist or is a folder, a ``--bundle`` that is not a folder.
     """
     if args.command in ("register", "report"):
-        for role in ("fixed", "moving", "moving_labels", "fixed_labels"):
-            _check_file(getattr(args, role), "--" + role.replace("_", "-"))
+        for role in ("fixed", "moving", "moving_labels", "fixed_labels", "fixed_landmarks", "moving_landmarks"):
+            _check_file(getattr(args, role, None), "--" + role.replace("_", "-"), "give a landmark or NIfTI file")
     elif args.command == "warp":
         for role in ("reference", "moving", "field"):
             _check_file(getattr(args, role), f"--{role}")

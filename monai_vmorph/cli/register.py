@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.io import write_itk_affine, write_itk_displacement
-from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
+from monai_vmorph.io import read_landmarks, write_itk_affine, write_itk_displacement
+from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, FIXED_LANDMARKS, MOVING_IMAGE, MOVING_LABEL, MOVING_LANDMARKS
 from monai_vmorph.pipeline import (
     BundleModel,
     NativeScan,
@@ -24,7 +24,15 @@ from monai_vmorph.pipeline import (
     register_pair,
 )
 
-__all__ = ["ListedPair", "check_pair_files", "preset_of", "refine_progress", "register_listed_pair", "run_register"]
+__all__ = [
+    "ListedPair",
+    "check_pair_files",
+    "preset_of",
+    "read_pair_landmarks",
+    "refine_progress",
+    "register_listed_pair",
+    "run_register",
+]
 
 
 def preset_of(args: argparse.Namespace) -> str:
@@ -64,6 +72,25 @@ class ListedPair(NamedTuple):
     result: PairResult
 
 
+def read_pair_landmarks(
+    fixed_path: str | None, moving_path: str | None, fixed: NativeScan, moving: NativeScan, roles: tuple[str, str]
+) -> tuple:
+    """Both landmark files of a pair as world points (:func:`monai_vmorph.io.read_landmarks`), ``(None, None)``
+    without them; one line if only one is given or their point counts differ."""
+    if fixed_path is None and moving_path is None:
+        return None, None
+    if fixed_path is None or moving_path is None:
+        raise CLIError(f"{roles[0]} and {roles[1]} go together (row n of one corresponds to row n of the other)")
+    fixed_points = read_landmarks(fixed_path, fixed.affine, roles[0])
+    moving_points = read_landmarks(moving_path, moving.affine, roles[1])
+    if len(fixed_points) != len(moving_points):
+        raise CLIError(
+            f"{roles[0]} {fixed_path} has {len(fixed_points)} points but {roles[1]} {moving_path} has "
+            f"{len(moving_points)}; corresponding landmarks come in equal numbers"
+        )
+    return fixed_points, moving_points
+
+
 def check_pair_files(pairs: list[dict]) -> None:
     """Check every file of a datalist's pairs from its header (:func:`monai_vmorph.pipeline.check_scan_file`) before
     the first registration, so a bad file among many is one line at once, not after hours of work. Labels are checked
@@ -93,6 +120,8 @@ def register_listed_pair(
         _check_labels(moving_labels, moving, "moving label")
         _check_labels(fixed_labels, fixed, "fixed label")
     check_same_dims(first, fixed, moving, *(s for s in (moving_labels, fixed_labels) if s is not None))
+    roles = ("fixed landmarks", "moving landmarks")
+    landmarks = read_pair_landmarks(pair.get(FIXED_LANDMARKS), pair.get(MOVING_LANDMARKS), fixed, moving, roles)
     result = register_pair(
         fixed,
         moving,
@@ -103,6 +132,8 @@ def register_listed_pair(
         fixed_labels,
         affine=args.affine,
         preset=preset_of(args),
+        fixed_landmarks=landmarks[0],
+        moving_landmarks=landmarks[1],
     )
     return ListedPair(fixed, moving, moving_labels, fixed_labels, result)
 
@@ -125,11 +156,14 @@ def run_register(args: argparse.Namespace) -> None:
     ndim = check_same_dims(*(s for s in (fixed, moving, moving_labels, fixed_labels) if s is not None))
     _check_labels(moving_labels, moving, "--moving-labels")
     _check_labels(fixed_labels, fixed, "--fixed-labels")
+    roles = ("--fixed-landmarks", "--moving-landmarks")
+    landmarks = read_pair_landmarks(args.fixed_landmarks, args.moving_landmarks, fixed, moving, roles)
     device = parse_device(args.device)
     names = ["warped.nii.gz", "ddf.nii.gz", "affine.txt", "metrics.json"]
     names += ["warped_labels.nii.gz"] if moving_labels else []
     names += ["inverse_ddf.nii.gz"] if args.inverse else []
     inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.weights]
+    inputs += [args.fixed_landmarks, args.moving_landmarks]
     outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=inputs)
     bundle = load_bundle_model(ndim, device, args.bundle, args.weights, args.precision)
 
@@ -146,6 +180,8 @@ def run_register(args: argparse.Namespace) -> None:
         affine=args.affine,
         preset=preset_of(args),
         inverse=args.inverse,
+        fixed_landmarks=landmarks[0],
+        moving_landmarks=landmarks[1],
     )
     if bar is not None:
         bar.close()
@@ -173,6 +209,9 @@ def run_register(args: argparse.Namespace) -> None:
         outputs.commit()
     if not args.quiet:
         shown = {k: v for k, v in metrics.items() if k in ("mean_dice_before", "mean_dice", "folding_percent")}
+        if "tre_mm" in metrics:
+            tre = metrics["tre_mm"]
+            shown["tre_mm"] = f"{tre['before']['mean']:.2f} -> {tre['after']['mean']:.2f}"
         if "loss_refined" in metrics:
             shown["loss"] = f"{metrics['loss_network']:.4f} -> {metrics['loss_refined']:.4f}"
         shown["seconds"] = round(metrics["seconds"], 2)

@@ -24,7 +24,19 @@ from pathlib import Path
 from ._paths import name_from_path, require_dir, require_file
 from .errors import DataError
 from .headers import check_dimensionality
-from .keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME, NAME
+from .keys import (
+    FIXED_IMAGE,
+    FIXED_LABEL,
+    FIXED_LANDMARKS,
+    FIXED_NAME,
+    IMAGE,
+    LABEL,
+    MOVING_IMAGE,
+    MOVING_LABEL,
+    MOVING_LANDMARKS,
+    MOVING_NAME,
+    NAME,
+)
 from .learn2reg import learn2reg_datalist
 
 __all__ = [
@@ -142,7 +154,8 @@ def neurite_oasis_datalist(
 
 
 def csv_pairs(csv_path: str | os.PathLike) -> list[dict[str, str]]:
-    """Pairs from a CSV with header columns ``moving,fixed`` and optional ``moving_label,fixed_label``.
+    """Pairs from a CSV with header columns ``moving,fixed`` and optional ``moving_label,fixed_label`` and
+    ``fixed_landmarks,moving_landmarks`` (landmark files, :mod:`monai_vmorph.io.landmarks`).
 
     Paths may be absolute or relative to the CSV's folder. Optional ``moving_name``/``fixed_name`` columns set
     the names (default: the file names without extension). An empty label cell means "no label".
@@ -151,8 +164,8 @@ def csv_pairs(csv_path: str | os.PathLike) -> list[dict[str, str]]:
         csv_path: the CSV file.
 
     Returns:
-        Pairs ``{"moving_image", "fixed_image", "moving_label"/"fixed_label" (when given), "moving_name",
-        "fixed_name"}`` in file order.
+        Pairs ``{"moving_image", "fixed_image", "moving_label"/"fixed_label", "moving_landmarks"/"fixed_landmarks"
+        (when given), "moving_name", "fixed_name"}`` in file order.
 
     Raises:
         DataError: the CSV does not exist, lacks the ``moving`` or ``fixed`` column, has an empty required cell,
@@ -176,7 +189,9 @@ def csv_pairs(csv_path: str | os.PathLike) -> list[dict[str, str]]:
             if not row.get(column):
                 raise DataError(f"pairs CSV {path} line {line} has an empty {column!r} cell; fill it or drop the line.")
             pair[key] = _csv_file(path, row[column], line)
-        for column, key in (("moving_label", MOVING_LABEL), ("fixed_label", FIXED_LABEL)):
+        optional = (("moving_label", MOVING_LABEL), ("fixed_label", FIXED_LABEL))
+        optional += (("moving_landmarks", MOVING_LANDMARKS), ("fixed_landmarks", FIXED_LANDMARKS))
+        for column, key in optional:
             if row.get(column):
                 pair[key] = _csv_file(path, row[column], line)
         pair[MOVING_NAME] = row.get("moving_name") or name_from_path(pair[MOVING_IMAGE])

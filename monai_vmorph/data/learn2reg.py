@@ -26,7 +26,19 @@ from typing import Any
 
 from ._paths import abspath, name_from_path, require_file
 from .errors import DataError
-from .keys import FIXED_IMAGE, FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME, NAME
+from .keys import (
+    FIXED_IMAGE,
+    FIXED_LABEL,
+    FIXED_LANDMARKS,
+    FIXED_NAME,
+    IMAGE,
+    LABEL,
+    MOVING_IMAGE,
+    MOVING_LABEL,
+    MOVING_LANDMARKS,
+    MOVING_NAME,
+    NAME,
+)
 
 __all__ = ["LEARN2REG_PAIR_SPLITS", "find_learn2reg_json", "learn2reg_datalist"]
 
@@ -67,7 +79,9 @@ def learn2reg_datalist(
 
     Labels of the pair images are taken from the matching ``training`` entries or, failing that, from the file
     of the same name in ``labelsTr/`` (``labels<Split>/`` for images in ``images<Split>/``), then ``masksTr/``.
-    Training entries without a ``label`` (or ``mask``) key are completed the same way.
+    Training entries without a ``label`` (or ``mask``) key are completed the same way. Keypoints (Learn2Reg's
+    landmark CSVs) come from an entry's ``keypoints`` key or ``keypoints<Split>/<name>.csv``; a pair lists them
+    (``moving_landmarks``/``fixed_landmarks``) when both of its scans have them.
 
     Args:
         dataset_dir_or_json: the dataset folder (holding exactly one ``*_dataset.json``) or the JSON file.
@@ -101,6 +115,7 @@ def learn2reg_datalist(
     if not training:
         raise DataError(f"Learn2Reg JSON {json_path} has an empty 'training' list; add the training images.")
     subjects = []
+    keypoints: dict[str, str | None] = {}  # image -> its Learn2Reg keypoint CSV
     for i, entry in enumerate(training):
         where = f"training[{i}]"
         image = resolver.file(_field(entry, IMAGE, where, json_path), f"{where}.image")
@@ -109,6 +124,9 @@ def learn2reg_datalist(
         label_path = resolver.file(label, f"{where}.label") if label is not None else resolver.sibling_label(image)
         if label_path is not None:
             subject[LABEL] = label_path
+        points = entry.get("keypoints")
+        points_path = resolver.file(points, f"{where}.keypoints") if points is not None else None
+        keypoints[image] = points_path or resolver.sibling_keypoints(image)
         subjects.append(subject)
     labels = {s[IMAGE]: s[LABEL] for s in subjects if LABEL in s}
     out: dict[str, list[dict[str, str]]] = {"training": subjects}
@@ -129,6 +147,11 @@ def learn2reg_datalist(
                 if label_path is not None:
                     pair[label_key] = label_path
                 pair[name_key] = name_from_path(image)
+            points = [
+                keypoints.get(pair[k]) or resolver.sibling_keypoints(pair[k]) for k in (MOVING_IMAGE, FIXED_IMAGE)
+            ]
+            if all(points):  # landmarks only where both scans have them
+                pair[MOVING_LANDMARKS], pair[FIXED_LANDMARKS] = points
             pairs.append(pair)
         out[split] = pairs
     return out
@@ -156,6 +179,17 @@ class _Resolver:
                 "paths or symlinks leading out)."
             )
         return require_file(candidate, "file", f"{self.json_path} at {where}")
+
+    def sibling_keypoints(self, image: str) -> str | None:
+        """The Learn2Reg keypoint CSV of ``image``: ``keypoints<Split>/<name>.csv`` (then ``keypointsTr/``)."""
+        path = Path(image)
+        split = path.parent.name[len("images") :] if path.parent.name.startswith("images") else "Tr"
+        stem = name_from_path(image)
+        for folder in dict.fromkeys(("keypoints" + split, "keypointsTr")):
+            candidate = self.root / folder / f"{stem}.csv"
+            if candidate.is_file() and candidate.resolve().is_relative_to(self.real_root):
+                return abspath(candidate)
+        return None
 
     def sibling_label(self, image: str) -> str | None:
         """The label of ``image`` found by file name in ``labels<Split>/``, ``labelsTr/``, ``masks<Split>/``, ..."""

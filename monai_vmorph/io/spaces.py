@@ -44,6 +44,7 @@ from nibabel.orientations import io_orientation
 __all__ = [
     "MAX_LABELS",
     "affine_2d",
+    "displacement_at_points",
     "native_displacement",
     "network_grid",
     "resample",
@@ -455,6 +456,40 @@ def resample_displacement(
     channels = field.movedim(-1, 0)
     out = resample(channels, affine, ref_shape, ref_affine, "linear", 0.0).movedim(0, -1).contiguous()
     return out.cpu().numpy() if isinstance(displacement_ras, np.ndarray) else out
+
+
+def displacement_at_points(
+    displacement_ras: np.ndarray | torch.Tensor, affine: object, points: np.ndarray
+) -> np.ndarray:
+    """A physical displacement field evaluated at world points, as ITK's ``DisplacementFieldTransform`` does.
+
+    Linear interpolation at each point's continuous index, zero displacement outside the field's domain (the
+    sampling rule in the module docstring), so ``points + displacement_at_points(...)`` is the transform of the
+    points (e.g. landmarks mapped through the field that :func:`native_displacement` wrote).
+
+    Args:
+        displacement_ras: ``(*S, ndim)`` field in RAS mm on the grid ``affine``.
+        affine: ``(ndim + 1, ndim + 1)`` RAS affine of the field's grid.
+        points: ``(N, ndim)`` world points (RAS mm).
+
+    Returns:
+        ``(N, ndim)`` float64 displacements (RAS mm).
+    """
+    field = _to_tensor(displacement_ras, "displacement_ras").to(torch.float64)
+    ndim = field.dim() - 1
+    grid_affine = _as_affine(affine, ndim, "affine")
+    points = np.asarray(points, dtype=np.float64).reshape(-1, ndim)
+    c = torch.as_tensor((np.c_[points, np.ones(len(points))] @ np.linalg.inv(grid_affine).T)[:, :ndim])
+    shape = field.shape[:-1]
+    n = torch.tensor(list(shape), dtype=torch.float64)
+    scale = torch.where(n > 1, 2.0 / (n - 1).clamp(min=1), torch.zeros_like(n))
+    offset = torch.where(n > 1, -torch.ones_like(n), torch.zeros_like(n))
+    grid = (c * scale + offset).flip(-1).reshape(1, *([1] * (ndim - 1)), -1, ndim)
+    volume = field.movedim(-1, 0).unsqueeze(0).cpu()
+    values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    values = values.reshape(ndim, -1).T
+    values = torch.where(_inside(c, shape)[:, None], values, torch.zeros_like(values))
+    return values.numpy()
 
 
 def native_displacement(

@@ -15,6 +15,7 @@ from monai_vmorph.pipeline.register import (
     PairResult,
     dice_per_label,
     inverse_native_displacement,
+    landmark_tre,
     normalise_intensity,
     register_pair,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "default_bundle",
     "dice_per_label",
     "inverse_native_displacement",
+    "landmark_tre",
     "load_bundle_model",
     "nifti_like",
     "normalise_intensity",

@@ -35,15 +35,22 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from monai_vmorph.engines.refine import refine_registration
 from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, RefinePreset, refine_multilevel
 from monai_vmorph.errors import UserError
-from monai_vmorph.io import native_displacement, network_grid, resample, warp_physical
-from monai_vmorph.metrics import folding_fraction, label_dice, sdlogj
+from monai_vmorph.io import displacement_at_points, native_displacement, network_grid, resample, warp_physical
+from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distances, sdlogj, tre_summary
 from monai_vmorph.networks import invert_ddf
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.model import BundleModel
 from monai_vmorph.pipeline.scan import NativeScan
 from monai_vmorph.transforms import INTENSITY_PERCENTILES
 
-__all__ = ["PairResult", "dice_per_label", "inverse_native_displacement", "normalise_intensity", "register_pair"]
+__all__ = [
+    "PairResult",
+    "dice_per_label",
+    "inverse_native_displacement",
+    "landmark_tre",
+    "normalise_intensity",
+    "register_pair",
+]
 
 
 @dataclass
@@ -123,6 +130,29 @@ def inverse_native_displacement(
     )
 
 
+def landmark_tre(
+    fixed_points: np.ndarray,
+    moving_points: np.ndarray,
+    matrix: np.ndarray,
+    displacement: np.ndarray,
+    fixed_affine: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """TRE (mm) of corresponding landmarks: each fixed point ``p`` mapped through a transform, distance to its moving
+    point, summarised by :func:`monai_vmorph.metrics.tre_summary`.
+
+    ``"before"``: ``p`` itself; ``"affine"``: ``A @ p`` (the affine stage alone); ``"after"``: ``p + d(p)`` with
+    ``d`` the whole transform's ``displacement`` (``(*S, ndim)`` RAS mm on the fixed grid) interpolated as ITK does.
+    """
+    fixed_points = np.asarray(fixed_points, dtype=np.float64)
+    ndim = fixed_points.shape[1]
+    through_affine = fixed_points @ matrix[:ndim, :ndim].T + matrix[:ndim, ndim]
+    through_all = fixed_points + displacement_at_points(displacement, fixed_affine, fixed_points)
+    return {
+        stage: tre_summary(landmark_distances(mapped, moving_points))
+        for stage, mapped in (("before", fixed_points), ("affine", through_affine), ("after", through_all))
+    }
+
+
 def _network_inverse(model, moving: torch.Tensor, fixed: torch.Tensor, result) -> torch.Tensor:
     """``(1, ndim, *S_net)`` inverse of ``result.ddf`` by fixed-point iteration, started from the model's
     ``exp(-v)`` when it integrates a velocity (then only the integration's discretisation error is left to remove)."""
@@ -146,6 +176,8 @@ def register_pair(
     affine: str = "affine",
     preset: str | RefinePreset = "default",
     inverse: bool = False,
+    fixed_landmarks: np.ndarray | None = None,
+    moving_landmarks: np.ndarray | None = None,
 ) -> PairResult:
     """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
 
@@ -164,6 +196,10 @@ def register_pair(
             :data:`~monai_vmorph.engines.refine_multilevel.REFINE_PRESETS` (``"default"``, ``"fast"`` = none) or a
             :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset`.
         inverse: also compute the inverse transform on the moving grid (``inverse_displacement``).
+        fixed_landmarks: ``(N, ndim)`` world points (RAS mm) on the fixed scan
+            (:func:`monai_vmorph.io.read_landmarks`); with ``moving_landmarks``, their corresponding points on the
+            moving scan, ``metrics["tre_mm"]`` holds the target registration error before, after the affine stage
+            and after (:func:`landmark_tre`).
 
     Returns:
         :class:`PairResult`; conventions of the steps in this module's docstring.
@@ -239,6 +275,8 @@ def register_pair(
                 moved = warp_physical(moving_labels.array, moving_labels.affine, *grid, field_, "label")
                 _dice_metrics(metrics, key, moved, fixed_labels)
             _dice_metrics(metrics, "dice", warped_labels, fixed_labels)
+    if fixed_landmarks is not None and moving_landmarks is not None:
+        metrics["tre_mm"] = landmark_tre(fixed_landmarks, moving_landmarks, matrix, displacement, fixed.affine)
     inverse_displacement = None
     if inverse:
         w = _network_inverse(bundle.model, m, f, result)[0].cpu()
