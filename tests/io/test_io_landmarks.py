@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from io_helpers import nifti_to_sitk, oblique_affine
+
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import displacement_at_points, landmark_format, read_landmarks, voxel_landmarks
 from monai_vmorph.metrics import landmark_distances, tre_summary
