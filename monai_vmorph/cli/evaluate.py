@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_vmorph.cli.batch import PairResults, parse_shard, shard_indices
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
 from monai_vmorph.data.datalists import csv_pairs
-from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_NAME
+from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_NAME
 from monai_vmorph.data.learn2reg import LEARN2REG_PAIR_SPLITS, learn2reg_datalist
 from monai_vmorph.pipeline import OutputSet, load_bundle_model, read_scan
 
@@ -69,40 +70,91 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    """What must match for a stored pair result to be reused (:class:`monai_vmorph.cli.batch.PairResults`)."""
+    keys = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split")
+    return {"preset": preset_of(args), **{k: getattr(args, k, None) for k in keys}}
+
+
+def _row(pair: dict, fixed, moving, result) -> dict:
+    row = {
+        "moving": pair.get(MOVING_NAME, moving.path.name),
+        "fixed": pair.get(FIXED_NAME, fixed.path.name),
+        **{k: result.metrics.get(k) for k in COLUMNS[2:]},
+    }
+    for stage in _TRE_STAGES:
+        row[f"tre_mm_{stage}"] = result.metrics.get("tre_mm", {}).get(stage, {}).get("mean")
+    for label, score in result.metrics.get("dice", {}).items():
+        row[f"dice_{label}"] = score
+    return row
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     pairs = read_pairs(args.pairs, args.split)
     check_pair_files(pairs)
+    shard = parse_shard(args.shard)
+    if shard is not None and args.merge:
+        raise CLIError("--merge combines the shards' results; run it without --shard")
     device = parse_device(args.device)
-    outputs = OutputSet(args.out_dir, ["metrics.csv", "summary.json"], overwrite=args.overwrite, inputs=[args.pairs])
-    first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")
+    results = PairResults(args.out_dir, pairs, _settings(args), overwrite=args.overwrite and not args.merge)
+    outputs = None
+    if shard is None:  # the run that writes the summary holds the folder's lock
+        names = ["metrics.csv", "summary.json"]
+        outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=[args.pairs])
+        lock = None
+    else:
+        lock = results.shard_lock(shard)
+    try:
+        todo = results.missing(shard_indices(len(pairs), shard))
+        if args.merge and todo:
+            raise CLIError(
+                f"{len(todo)} of {len(pairs)} pairs have no result in {results.folder} yet (first: pair {todo[0]}, "
+                f"{Path(pairs[todo[0]][MOVING_IMAGE]).name}); run the missing shards first"
+            )
+        _register(pairs, todo, results, device, args)
+        if shard is not None:
+            print(f"shard {shard[0]}/{shard[1]}: {len(shard_indices(len(pairs), shard))} pairs in {results.folder}")
+            return
+        _summarise(pairs, results, outputs, args)
+    finally:
+        if lock is not None:
+            lock.release()
+        if outputs is not None:
+            outputs.__exit__(None, None, None)
+
+
+def _register(pairs: list[dict], todo: list[int], results: PairResults, device, args: argparse.Namespace) -> None:
+    """Register the pairs ``todo`` (indices) with one model, storing each result as soon as it is done."""
+    if not todo:
+        return
+    first = read_scan(pairs[todo[0]][FIXED_IMAGE], "fixed image")
     bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights, args.precision)
-    rows = []
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="pairs", unit="pair", file=sys.stderr)
-    for index, pair in enumerate(pairs):
-        fixed, moving, _, _, result = register_listed_pair(pair, first, bundle, args, first if index == 0 else None)
-        row = {
-            "moving": pair.get(MOVING_NAME, moving.path.name),
-            "fixed": pair.get(FIXED_NAME, fixed.path.name),
-            **{k: result.metrics.get(k) for k in COLUMNS[2:]},
-        }
-        for stage in _TRE_STAGES:
-            row[f"tre_mm_{stage}"] = result.metrics.get("tre_mm", {}).get(stage, {}).get("mean")
-        for label, score in result.metrics.get("dice", {}).items():
-            row[f"dice_{label}"] = score
-        rows.append(row)
+        bar = tqdm(total=len(todo), desc="pairs", unit="pair", file=sys.stderr)
+    for n, index in enumerate(todo):
+        pair = pairs[index]
+        fixed, moving, _, _, result = register_listed_pair(pair, first, bundle, args, first if n == 0 else None)
+        row = _row(pair, fixed, moving, result)
+        row["weights"] = str(bundle.weights)  # the file used, for the summary (not a CSV column)
+        results.write(index, row)
         if bar is not None:
             bar.update(1)
             if row["mean_dice"] is not None:
                 bar.set_postfix(dice=f"{row['mean_dice']:.3f}")
     if bar is not None:
         bar.close()
+
+
+def _summarise(pairs: list[dict], results: PairResults, outputs: OutputSet, args: argparse.Namespace) -> None:
+    """``metrics.csv`` and ``summary.json`` from every pair's stored result, in the order of the list."""
+    reader = PairResults(args.out_dir, pairs, results.settings)  # every file as stored, also after --overwrite
+    rows = [reader.read(i) for i in range(len(pairs))]
     columns = list(COLUMNS) + sorted({k for r in rows for k in r if k.startswith("dice_")}, key=lambda k: int(k[5:]))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow(
@@ -110,16 +162,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
         )
     summary = {
         "pairs": len(rows),
-        "weights": str(bundle.weights),
+        "weights": rows[0].get("weights"),
         "affine": args.affine,
         "preset": preset_of(args),
         "refine_steps": args.refine,
         **summarise(rows),
     }
-    with outputs:
-        outputs.write_text("metrics.csv", buffer.getvalue())
-        outputs.write_json("summary.json", summary)
-        outputs.commit()
+    outputs.write_text("metrics.csv", buffer.getvalue())
+    outputs.write_json("summary.json", summary)
+    outputs.commit()
     shown = ("mean_dice_before", "mean_dice", "tre_mm_before", "tre_mm_after", "folding_percent", "sdlogj", "seconds")
     for key in shown:
         if key in summary:

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         "register a list of pairs and summarise the metrics",
         "Register every pair of --pairs and write metrics.csv (one row per pair) and summary.json (mean, std, "
-        "median, min, max of each metric).",
+        "median, min, max of each metric). Each pair's result is kept in pairs/ as soon as it is done: the same "
+        "command resumes a killed run, and --shard K/N spreads the list over the tasks of a job array.",
         f"{PROG} evaluate --pairs data/brain_3d --out-dir out/eval",
     )
     ev.add_argument(
@@ -207,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out-dir", required=True, metavar="DIR", help="folder for metrics.csv and summary.json")
     ev.add_argument("--split", default="registration_val", choices=_SPLITS, help="pair list of a Learn2Reg dataset")
+    ev.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="register only the pairs i with i %% N == K-1 (1 <= K <= N): the N tasks of a job array share one "
+        "--out-dir; then run once without --shard (or with --merge) for metrics.csv and summary.json",
+    )
+    ev.add_argument(
+        "--merge",
+        action="store_true",
+        help="write metrics.csv and summary.json from the shards' pair results, registering nothing",
+    )
     _common(ev, quiet="hide the progress bar (the summary is still printed)")
 
     rep = _command(
