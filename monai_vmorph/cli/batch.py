@@ -61,10 +61,14 @@ class PairResults:
         pairs: the whole pair list (datalist entries).
         settings: JSON-ready settings that must match for a stored result to be reused.
         overwrite: ignore stored results (every pair is registered again and its file replaced).
+        folder: the sub-folder of ``out_dir`` for the files (``learn2reg`` hides them, ``.pairs``, so that its
+            folder holds the submission's fields alone).
     """
 
-    def __init__(self, out_dir: str | Path, pairs: list[dict], settings: dict, overwrite: bool = False) -> None:
-        self.folder = Path(out_dir) / "pairs"
+    def __init__(
+        self, out_dir: str | Path, pairs: list[dict], settings: dict, overwrite: bool = False, folder: str = "pairs"
+    ) -> None:
+        self.folder = Path(out_dir) / folder
         self.pairs = pairs
         self.settings = json.loads(json.dumps(settings))  # as it reads back
         self.overwrite = overwrite

@@ -26,13 +26,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from monai_vmorph.cli.batch import PairResults, parse_shard, shard_indices
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
-from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
-from monai_vmorph.data.keys import FIXED_IMAGE, MOVING_IMAGE
+from monai_vmorph.cli.register import check_pair_files, preset_of, read_pair_landmarks, register_listed_pair
+from monai_vmorph.data.keys import FIXED_IMAGE, FIXED_LANDMARKS, MOVING_IMAGE, MOVING_LANDMARKS
 from monai_vmorph.data.learn2reg import find_learn2reg_json, learn2reg_datalist
-from monai_vmorph.metrics.learn2reg import learn2reg_dice, learn2reg_hd95, learn2reg_sdlogj, learn2reg_warp_labels
+from monai_vmorph.io import voxel_landmarks
+from monai_vmorph.io.atomic import atomic_write
+from monai_vmorph.metrics.learn2reg import (
+    learn2reg_dice,
+    learn2reg_hd95,
+    learn2reg_sdlogj,
+    learn2reg_tre,
+    learn2reg_warp_labels,
+)
 from monai_vmorph.pipeline import (
     NativeScan,
     OutputSet,
@@ -44,6 +53,7 @@ from monai_vmorph.pipeline import (
 __all__ = ["learn2reg_case", "learn2reg_displacement", "learn2reg_field_name", "run_learn2reg"]
 
 _CASE = re.compile(r"_(\d{4})_(\d{4})\.nii\.gz$")
+RECORDS = ".pairs"  # the per-pair records (monai_vmorph.cli.batch), hidden beside the submission's fields
 _OURS = ("mean_dice_before", "mean_dice", "folding_percent", "sdlogj", "seconds")
 
 
@@ -125,9 +135,10 @@ def _learn2reg_metrics(stored: np.ndarray, moving_labels: NativeScan | None, fix
 
 
 def _aggregate(cases: list[dict]) -> dict:
-    """Learn2Reg's aggregates over the cases: mean, std and its ``"30"`` quantile (0.7 for SDlogJ, else 0.3)."""
+    """Learn2Reg's aggregates over the cases: mean, std and its ``"30"`` quantile (0.7 for SDlogJ, else 0.3, TRE
+    included, as its evaluation script does)."""
     out = {}
-    for name in ("LogJacDetStd", "DSC", "HD95"):
+    for name in ("LogJacDetStd", "DSC", "HD95", "TRE"):
         if all(name in c for c in cases):
             values = np.array([np.nan if c[name] is None else c[name] for c in cases], dtype=float)
             quantile = 0.7 if name == "LogJacDetStd" else 0.3
@@ -137,6 +148,11 @@ def _aggregate(cases: list[dict]) -> dict:
                 "30": float(np.quantile(values, quantile)),
             }
     return out
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    keys = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split", "format", "short_names")
+    return {"preset": preset_of(args), **{k: getattr(args, k, None) for k in keys}}
 
 
 def run_learn2reg(args: argparse.Namespace) -> None:
@@ -150,62 +166,119 @@ def run_learn2reg(args: argparse.Namespace) -> None:
         repeated = next(n for n in names if names.count(n) > 1)
         raise CLIError(f"{json_path} lists the pair of {repeated} twice in {args.split!r}; remove the repeat")
     check_pair_files(pairs)
+    shard = parse_shard(args.shard)
+    if shard is not None and args.merge:
+        raise CLIError("--merge combines the shards' results; run it without --shard")
     device = parse_device(args.device)
-    outputs = OutputSet(args.out_dir, [*names, "metrics.json"], overwrite=args.overwrite, inputs=[json_path])
-    first = read_scan(pairs[0][FIXED_IMAGE], "fixed image")
+    out_dir = Path(args.out_dir)
+    settings, overwrite = _settings(args), args.overwrite and not args.merge
+    results = PairResults(out_dir, pairs, settings, overwrite=overwrite, folder=RECORDS)
+    selected = shard_indices(len(pairs), shard)
+    todo = results.missing(selected)
+    if not args.overwrite:  # a field that no run of this command made is never replaced without --overwrite
+        strays = [out_dir / names[i] for i in todo if (out_dir / names[i]).exists()]
+        if strays:
+            raise CLIError(f"{strays[0]} exists; pass --overwrite to replace it or choose another --out-dir")
+    outputs = lock = None
+    if shard is None:
+        outputs = OutputSet(out_dir, ["metrics.json"], overwrite=args.overwrite, inputs=[json_path])
+    else:
+        lock = results.shard_lock(shard)
+    try:
+        if args.merge and todo:
+            raise CLIError(
+                f"{len(todo)} of {len(pairs)} pairs have no field in {out_dir} yet (first: {names[todo[0]]}); "
+                "run the missing shards first"
+            )
+        start = time.perf_counter()
+        _register(pairs, names, todo, results, device, args)
+        if shard is not None:
+            print(f"shard {shard[0]}/{shard[1]}: {len(selected)} fields in {out_dir}")
+            return
+        reader = PairResults(out_dir, pairs, results.settings, folder=RECORDS)  # as stored, also after --overwrite
+        records = [reader.read(i) for i in range(len(pairs))]
+        _write_metrics(json_path, records, outputs, args)
+        seconds = time.perf_counter() - start
+        print(f"{len(names)} fields ({args.format}) and metrics.json -> {args.out_dir} in {seconds:.0f} s")
+    finally:
+        if lock is not None:
+            lock.release()
+        if outputs is not None:
+            outputs.__exit__(None, None, None)
+
+
+def _register(
+    pairs: list[dict], names: list[str], todo: list[int], results: PairResults, device, args: argparse.Namespace
+) -> None:
+    """Register the pairs ``todo`` with one model; each field is written (atomically) and recorded when done."""
+    if not todo:
+        return
+    first = read_scan(pairs[todo[0]][FIXED_IMAGE], "fixed image")
     bundle = load_bundle_model(first.ndim, device, args.bundle, args.weights, args.precision)
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc=args.split, unit="pair", file=sys.stderr)
-    start = time.perf_counter()
-    records, ours = [], []
-    with outputs:
-        for index, (pair, name) in enumerate(zip(pairs, names, strict=True)):
-            listed = register_listed_pair(pair, first, bundle, args, first if index == 0 else None)
-            fixed, moving, moving_labels, fixed_labels, result = listed
-            field = learn2reg_displacement(result.displacement, fixed.affine, moving.affine)
-            stored = field.astype(np.float16 if args.format == "npz" else np.float32)
-            if args.format == "npz":
-                outputs.write_with(name, lambda p, a=stored: _save_npz(p, a))
-            else:
-                image = nifti_like(stored, fixed)
-                outputs.write_with(name, lambda p, i=image: nib.save(i, p))
-            learn2reg = _learn2reg_metrics(stored, moving_labels, fixed_labels)
-            row = {k: result.metrics.get(k) for k in _OURS}
-            if "dice" in result.metrics:
-                row["dice"] = {k: _json_number(v) for k, v in result.metrics["dice"].items()}
-            ours.append(row)
-            records.append(
-                {"fixed": Path(pair[FIXED_IMAGE]).name, "moving": Path(pair[MOVING_IMAGE]).name, "field": name}
-                | {"learn2reg": learn2reg, "ours": row}
-            )
-            if bar is not None:
-                bar.update(1)
-                if "DSC" in learn2reg and learn2reg["DSC"] is not None:
-                    bar.set_postfix(dsc=f"{learn2reg['DSC']:.3f}")
+        bar = tqdm(total=len(todo), desc=args.split, unit="pair", file=sys.stderr)
+    for n, index in enumerate(todo):
+        pair, name = pairs[index], names[index]
+        listed = register_listed_pair(pair, first, bundle, args, first if n == 0 else None)
+        fixed, moving, moving_labels, fixed_labels, result = listed
+        field = learn2reg_displacement(result.displacement, fixed.affine, moving.affine)
+        stored = field.astype(np.float16 if args.format == "npz" else np.float32)
+        path = Path(args.out_dir) / name
+        if args.format == "npz":
+            atomic_write(path, lambda p, a=stored: _save_npz(p, a))
+        else:
+            image = nifti_like(stored, fixed)
+            atomic_write(path, lambda p, i=image: nib.save(i, p))
+        learn2reg = _learn2reg_metrics(stored, moving_labels, fixed_labels)
+        learn2reg.update(_keypoint_tre(pair, stored, fixed, moving))
+        row = {k: result.metrics.get(k) for k in _OURS}
+        if "dice" in result.metrics:
+            row["dice"] = {k: _json_number(v) for k, v in result.metrics["dice"].items()}
+        if "tre_mm" in result.metrics:
+            row["tre_mm"] = result.metrics["tre_mm"]
+        record = {"fixed": Path(pair[FIXED_IMAGE]).name, "moving": Path(pair[MOVING_IMAGE]).name, "field": name}
+        record |= {"learn2reg": learn2reg, "ours": row, "weights": str(bundle.weights)}
+        results.write(index, record)
         if bar is not None:
-            bar.close()
-        aggregates = _aggregate([r["learn2reg"] for r in records])
-        metrics = {
-            "dataset": str(json_path),
-            "split": args.split,
-            "weights": str(bundle.weights),
-            "device": str(device),
-            "preset": preset_of(args),
-            "refine_steps": args.refine,
-            "format": args.format,
-            "learn2reg_aggregates": aggregates,
-            "ours_summary": summarise(ours),
-            "pairs": records,
-        }
-        outputs.write_json("metrics.json", metrics)
-        outputs.commit()
+            bar.update(1)
+            if "DSC" in learn2reg and learn2reg["DSC"] is not None:
+                bar.set_postfix(dsc=f"{learn2reg['DSC']:.3f}")
+    if bar is not None:
+        bar.close()
+
+
+def _keypoint_tre(pair: dict, stored: np.ndarray, fixed: NativeScan, moving: NativeScan) -> dict:
+    """Learn2Reg's TRE of the field as written where the pair has keypoints (:func:`learn2reg_tre`)."""
+    if not (pair.get(FIXED_LANDMARKS) and pair.get(MOVING_LANDMARKS)):
+        return {}
+    roles = ("fixed keypoints", "moving keypoints")
+    points = read_pair_landmarks(pair[FIXED_LANDMARKS], pair[MOVING_LANDMARKS], fixed, moving, roles)
+    fixed_index, moving_index = voxel_landmarks(points[0], fixed.affine), voxel_landmarks(points[1], moving.affine)
+    spacing = np.sqrt((np.asarray(moving.affine)[:-1, :-1] ** 2).sum(axis=0))
+    return {"TRE": float(learn2reg_tre(fixed_index, moving_index, stored, spacing).mean())}
+
+
+def _write_metrics(json_path: Path, records: list[dict], outputs: OutputSet, args: argparse.Namespace) -> None:
+    aggregates = _aggregate([r["learn2reg"] for r in records])
+    metrics = {
+        "dataset": str(json_path),
+        "split": args.split,
+        "weights": records[0]["weights"],
+        "device": str(parse_device(args.device)),
+        "preset": preset_of(args),
+        "refine_steps": args.refine,
+        "format": args.format,
+        "learn2reg_aggregates": aggregates,
+        "ours_summary": summarise([r["ours"] for r in records]),
+        "pairs": [{k: v for k, v in r.items() if k != "weights"} for r in records],
+    }
+    outputs.write_json("metrics.json", metrics)
+    outputs.commit()
     for key, value in aggregates.items():
         print(f"learn2reg {key}: {value['mean']:.4f} ± {value['std']:.4f}")
-    seconds = time.perf_counter() - start
-    print(f"{len(names)} fields ({args.format}) and metrics.json -> {args.out_dir} in {seconds:.0f} s")
 
 
 def _save_npz(path: Path, array: np.ndarray) -> None:

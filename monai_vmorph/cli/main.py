@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="name a field disp_FFFF_MMMM where Learn2Reg accepts it (fixed modality 0000, moving 0001)",
     )
+    l2r.add_argument("--shard", metavar="K/N", help="write only the fields of pairs i with i %% N == K-1 (job arrays)")
+    l2r.add_argument(
+        "--merge", action="store_true", help="write metrics.json from the shards' fields, registering nothing"
+    )
     _common(l2r, quiet="hide the progress bar (the summary is still printed)")
     return parser
 

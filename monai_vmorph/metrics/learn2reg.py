@@ -20,6 +20,9 @@ defines, and this module reproduces:
   directed 95th percentile is area-weighted (the first sorted element whose cumulative area fraction reaches
   0.95); HD95 is the larger of the two directions. NaN when the label is absent from the fixed or the moving
   map, ``inf`` when the warped map lost it.
+* **TRE** of keypoints (``compute_tre`` of its ``utils.py``): each fixed keypoint ``k`` (voxel indices) moves to
+  ``k + disp(k)``, ``disp`` interpolated by ``map_coordinates`` with SciPy's default order (3, a cubic spline); the
+  error is ``|(k + disp(k) - m) * spacing_moving|`` with ``m`` the moving keypoint, in mm.
 * **SDlogJ**: :func:`~monai_vmorph.metrics.sdlogj` with its defaults, which are Learn2Reg's (``log(det J + 3)``,
   central differences, 2 border voxels cropped).
 
@@ -45,6 +48,7 @@ __all__ = [
     "learn2reg_dice",
     "learn2reg_hd95",
     "learn2reg_sdlogj",
+    "learn2reg_tre",
     "learn2reg_warp_labels",
     "robust_hausdorff",
     "surface_distances",
@@ -228,3 +232,30 @@ def learn2reg_sdlogj(disp: np.ndarray) -> float:
     disp = _check_disp(disp)
     field = torch.as_tensor(np.ascontiguousarray(np.moveaxis(disp.astype(np.float64), -1, 0)))[None]
     return float(sdlogj(field)[0])
+
+
+def learn2reg_tre(
+    fixed_keypoints: np.ndarray, moving_keypoints: np.ndarray, disp: np.ndarray, moving_spacing: Sequence[float]
+) -> np.ndarray:
+    """Learn2Reg's target registration error of each keypoint pair (module docstring), in mm.
+
+    Args:
+        fixed_keypoints: ``(N, ndim)`` voxel indices of the fixed image (Learn2Reg's keypoint CSV).
+        moving_keypoints: ``(N, ndim)`` voxel indices of the moving image, row ``n`` matching row ``n``.
+        disp: Learn2Reg field ``(*S_fixed, ndim)`` in moving voxels.
+        moving_spacing: the moving image's voxel size per axis (mm).
+
+    Returns:
+        ``(N,)`` distances.
+    """
+    disp = _check_disp(disp).astype(np.float64)
+    fixed_keypoints = np.asarray(fixed_keypoints, dtype=np.float64)
+    moving_keypoints = np.asarray(moving_keypoints, dtype=np.float64)
+    ndim = disp.shape[-1]
+    if fixed_keypoints.shape != moving_keypoints.shape or fixed_keypoints.shape[1:] != (ndim,):
+        raise ValueError(
+            f"keypoints must be two (N, {ndim}) arrays of one shape, got {fixed_keypoints.shape} and "
+            f"{moving_keypoints.shape}."
+        )
+    moved = np.stack([map_coordinates(disp[..., k], fixed_keypoints.T) for k in range(ndim)], axis=-1)
+    return np.linalg.norm((fixed_keypoints + moved - moving_keypoints) * np.asarray(moving_spacing), axis=1)

@@ -110,7 +110,7 @@ def test_a_known_translation_gives_learn2reg_field_and_its_dice(cli, tmp_path, t
     out = tmp_path / "submission"
     code, stdout, stderr = cli("learn2reg", "--dataset", root, "--out-dir", out, "--format", fmt, "--quiet")
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == [f"disp_0001_0000_0002_0000.{fmt}", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".pairs", f"disp_0001_0000_0002_0000.{fmt}", "metrics.json"]
     # read as Learn2Reg's evaluation does
     if fmt == "npz":
         stored = np.load(out / "disp_0001_0000_0002_0000.npz")
@@ -167,3 +167,41 @@ def test_learn2reg_with_the_network_writes_fields_learn2reg_scores_identically(c
     assert pair["learn2reg"]["DSC"] == pytest.approx(np.nanmean(_learn2reg_dice(_labels(FIXED_SHAPE, 1), warped)))
     assert {"mean_dice", "mean_dice_before", "folding_percent", "sdlogj"} <= set(pair["ours"])
     assert "registration_val: 100%" in stderr  # the progress bar
+
+
+def test_keypoints_give_learn2reg_tre_of_the_field_as_written(cli, tmp_path, translation_pipeline):
+    """Fixed voxel (i, j, k) goes to moving index (28 - 2i, 4j/3 + 2, k) (``_hand_field``); moving keypoints placed
+    off it by known index offsets give a known TRE, in mm of the moving spacing (1, 1.5, 2)."""
+    root = _dataset(tmp_path / "TOY")
+    fixed_points = np.array([[3.0, 3.0, 3.0], [5.0, 4.0, 2.0], [4.0, 6.0, 5.0]])
+    mapped = np.stack([28 - 2 * fixed_points[:, 0], 4 * fixed_points[:, 1] / 3 + 2, fixed_points[:, 2]], axis=-1)
+    offsets = np.array([[0.5, 0, 0], [0, 2, 0], [0, 0, 1]])  # 0.5 mm, 3 mm, 2 mm
+    (root / "keypointsTr").mkdir()
+    for name, points in (("TOY_0001_0000", fixed_points), ("TOY_0002_0000", mapped + offsets)):
+        (root / "keypointsTr" / f"{name}.csv").write_text("\n".join(",".join(map(str, p)) for p in points) + "\n")
+    out = tmp_path / "submission"
+    code, stdout, stderr = cli("learn2reg", "--dataset", root, "--out-dir", out, "--format", "nii.gz", "--quiet")
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pairs"][0]["learn2reg"]["TRE"] == pytest.approx((0.5 + 3 + 2) / 3, abs=1e-3)
+    assert metrics["learn2reg_aggregates"]["TRE"]["mean"] == pytest.approx((0.5 + 3 + 2) / 3, abs=1e-3)
+    assert "learn2reg TRE: 1.8333" in stdout
+
+
+def test_learn2reg_shards_merge_and_never_replace_a_field_it_did_not_write(cli, tmp_path, translation_pipeline):
+    root = _dataset(tmp_path / "TOY")
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    assert cli("learn2reg", "--dataset", root, "--out-dir", one, "--quiet")[0] == 0
+    code, stdout, err = cli("learn2reg", "--dataset", root, "--out-dir", sharded, "--shard", "1/1", "--quiet")
+    assert code == 0 and "shard 1/1: 1 fields" in stdout, err
+    assert not (sharded / "metrics.json").exists() and (sharded / "disp_0001_0000_0002_0000.npz").is_file()
+    assert cli("learn2reg", "--dataset", root, "--out-dir", sharded, "--merge", "--quiet")[0] == 0
+    merged, single = (json.loads((d / "metrics.json").read_text()) for d in (sharded, one))
+    assert merged["pairs"] == single["pairs"] and merged["learn2reg_aggregates"] == single["learn2reg_aggregates"]
+
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "disp_0001_0000_0002_0000.npz").write_bytes(b"someone else's field")
+    code, _, err = cli("learn2reg", "--dataset", root, "--out-dir", stray, "--quiet")
+    assert code == 2 and "exists; pass --overwrite" in err
+    assert (stray / "disp_0001_0000_0002_0000.npz").read_bytes() == b"someone else's field"
