@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
+
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.io import read_landmarks, write_itk_affine, write_itk_displacement
@@ -94,13 +96,17 @@ def read_pair_landmarks(
 def check_pair_files(pairs: list[dict]) -> None:
     """Check every file of a datalist's pairs from its header (:func:`monai_vmorph.pipeline.check_scan_file`) before
     the first registration, so a bad file among many is one line at once, not after hours of work. Labels are checked
-    where :func:`register_listed_pair` uses them (both listed)."""
+    where :func:`register_listed_pair` uses them (both listed); landmark files are read (their form and counts)."""
     for pair in pairs:
-        check_scan_file(pair[FIXED_IMAGE], "fixed image")
+        ndim = len(check_scan_file(pair[FIXED_IMAGE], "fixed image"))
         check_scan_file(pair[MOVING_IMAGE], "moving image")
         if pair.get(MOVING_LABEL) and pair.get(FIXED_LABEL):
             check_scan_file(pair[MOVING_LABEL], "moving label", labels=True)
             check_scan_file(pair[FIXED_LABEL], "fixed label", labels=True)
+        if pair.get(FIXED_LANDMARKS) or pair.get(MOVING_LANDMARKS):  # the files' form; placed when registered
+            grid = NativeScan.from_array(np.zeros((1,) * ndim), np.eye(ndim + 1))
+            roles = ("fixed landmarks", "moving landmarks")
+            read_pair_landmarks(pair.get(FIXED_LANDMARKS), pair.get(MOVING_LANDMARKS), grid, grid, roles)
 
 
 def register_listed_pair(

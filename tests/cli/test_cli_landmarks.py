@@ -81,3 +81,25 @@ def test_landmark_options_go_together_and_counts_must_match(cli, tmp_path):
     code, _, err = cli(*base, "--fixed-landmarks", points, "--moving-landmarks", tmp_path / "nope.fcsv")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_checks_every_pairs_landmark_files_before_registering(cli, monkeypatch, tmp_path):
+    import monai_vmorph.cli.register as register_module
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("a registration started before the inputs were checked")
+
+    monkeypatch.setattr(register_module, "register_pair", no_registration)
+    fixed, moving, index, _ = _moved_brain(tmp_path)
+    good, fewer = tmp_path / "k.csv", tmp_path / "fewer.csv"
+    good.write_text("\n".join(",".join(map(str, row)) for row in index) + "\n")
+    fewer.write_text("\n".join(",".join(map(str, row)) for row in index[:3]) + "\n")
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["moving", "fixed", "fixed_landmarks", "moving_landmarks"])
+        writer.writerow([moving, fixed, good, good])
+        writer.writerow([moving, fixed, good, fewer])
+    code, _, err = cli("evaluate", "--pairs", pairs, "--out-dir", tmp_path / "eval", "--quiet")
+    assert code == 2 and "has 40 points but" in err and str(fewer) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "eval").exists()
