@@ -212,3 +212,12 @@ def test_bench_budget_rejects_a_zero_budget():
     result = _bench_budget("--minutes", "0")
     assert result.returncode == 2 and "--minutes must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_many_pairs_prints_both_rows():
+    result = _bench("bench_many_pairs", "--pairs", "1", "--fast")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["method", "register loop", "evaluate"]
+    assert float(rows[1].split("|")[-2].strip().rstrip("x")) == 1.0  # the loop against itself
