@@ -72,8 +72,9 @@ def _cached_identity(spatial_shape: tuple[int, ...], device: torch.device, dtype
 
 
 def _identity(spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The identity grid for internal use: cached, except under tracing (a traced graph would store it)."""
-    if torch.jit.is_tracing():
+    """The identity grid for internal use: cached, except under tracing (a traced graph would store it) and under
+    ``torch.compile`` / ``torch.export`` (their fake tensors would be cached and break every later eager call)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return identity_grid(spatial_shape, device, dtype)
     return _cached_identity(spatial_shape, device, dtype)
 

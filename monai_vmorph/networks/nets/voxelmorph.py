@@ -51,6 +51,23 @@ class RegistrationResult(NamedTuple):
     inverse_ddf: torch.Tensor | None = None
 
 
+def _register_result_for_export() -> None:
+    """Give the result type a stable name in ``torch.export``'s saved programs (``torch.export.save`` refuses a
+    namedtuple output without one; PyTorch offers no public call for namedtuples, so a missing private one only
+    loses saving, not exporting)."""
+    try:
+        from torch.utils._pytree import _register_namedtuple
+    except ImportError:
+        return
+    try:
+        _register_namedtuple(RegistrationResult, serialized_type_name="monai_vmorph.networks.RegistrationResult")
+    except ValueError:  # already registered (a module reloaded)
+        pass
+
+
+_register_result_for_export()
+
+
 @functools.cache
 def _cpu_avx512() -> bool:
     """Whether torch's CPU kernels run with AVX-512 here (``torch.backends.cpu.get_cpu_capability()``)."""
@@ -84,7 +101,8 @@ class VoxelMorph(nn.Module):
         pad_divisor: inputs are padded to a multiple of this; defaults to the backbone's ``divisor`` attribute
             times ``int_downsize`` (or ``int_downsize`` for a backbone without one).
         backbone_kwargs: keyword arguments for a backbone given by name (e.g. ``{"features": (32, 64)}``).
-        check_inputs: raise a ``ValueError`` on NaN/inf inputs (one reduction over each image).
+        check_inputs: raise a ``ValueError`` on NaN/inf inputs (one reduction over each image; skipped while
+            ``torch.export`` / ``torch.compile`` trace the model, whose graph cannot hold a data-dependent error).
         channels_last: run the backbone in channels-last memory format (``channels_last_3d`` in 3D): ``True``
             (the weights are stored channels-last too), ``False``, or ``"auto"`` (default), which feeds the 3D
             backbone channels-last input on a CPU for which torch reports AVX-512 (there the bundle's
@@ -202,7 +220,7 @@ class VoxelMorph(nn.Module):
                     f"{name} must have {self.in_channels} channel(s) (in_channels), got shape {tuple(image.shape)}."
                 )
         check_same_shape(moving, fixed, "moving", "fixed")
-        if self.check_inputs:
+        if self.check_inputs and not torch.compiler.is_compiling():  # data-dependent: not in an exported graph
             check_finite(moving, "moving")
             check_finite(fixed, "fixed")
 
