@@ -21,7 +21,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from monai_vmorph.data.keys import FIXED_LABEL, FIXED_NAME, IMAGE, LABEL, MOVING_IMAGE, MOVING_LABEL, MOVING_NAME
 from monai_vmorph.engines.bundle_run import TrainingInterrupted
@@ -257,24 +257,46 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop, ``kill``) turned into an interrupt, so training ends like Ctrl-C."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated()
+class _StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM while training: raise at once, and again at the next iteration's end if the first
+    raise was lost.
+
+    Python raises a signal's exception in whatever code runs when it arrives; inside a finalizer (``__del__``, e.g.
+    of a nibabel object freed by the data loader) the exception is printed and *dropped*, and training went on
+    (seen: a Ctrl-C lost that way left a run training for its 100000 epochs). The signal is therefore also recorded,
+    and a trainer handler at every ``ITERATION_COMPLETED`` raises it again.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+        self.raise_received()
+
+    def raise_received(self, *_: object) -> None:
+        if self.received == signal.SIGTERM:
+            raise _Terminated()
+        if self.received is not None:
+            raise KeyboardInterrupt()
 
 
 def run_training(trainer: Engine) -> Engine:
     """Run ``trainer``; Ctrl-C or SIGTERM ends it with :class:`TrainingInterrupted` saying where it will resume.
 
     SIGTERM (sent by Slurm, Kubernetes or ``kill`` before they stop a job) is handled like Ctrl-C while training
-    runs (main thread only; the previous handler is restored after), so the user gets the same one line and exit
+    runs (main thread only; the previous handlers are restored after; a signal whose exception was lost is raised
+    again at the next iteration's end, :class:`_StopSignals`), so the user gets the same one line and exit
     status 143 instead of a silent death. Checkpoints are atomic either way: ``last.pt`` always holds the last
     complete epoch.
 
     Returns:
         The trainer, after a complete run.
     """
-    previous = None
+    signals, previous = _StopSignals(), {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {s: signal.signal(s, signals.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, signals.raise_received)
     try:
         trainer.run()
     except KeyboardInterrupt as interrupt:
@@ -294,6 +316,7 @@ def run_training(trainer: Engine) -> Engine:
             f"{how} at epoch {epoch} ({where}); run the same command to resume", exit_status=status
         ) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        trainer.remove_event_handler(signals.raise_received, Events.ITERATION_COMPLETED)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return trainer

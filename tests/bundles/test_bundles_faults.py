@@ -271,8 +271,13 @@ def test_ctrl_c_during_training_is_one_line_and_the_same_command_resumes(bundle,
     def interrupted(run: subprocess.Popen, stderr_file: Path) -> int:
         """Signal ``run``, check its one-line report and exit status; the checkpoint's epoch."""
         run.send_signal(stop)
-        run.stdout.read()
-        assert run.wait(timeout=300) == status, stderr_file.read_text()[-2000:]
+        try:
+            run.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.communicate()
+            raise AssertionError(f"the run went on after the signal: {stderr_file.read_text()[-2000:]}") from None
+        assert run.returncode == status, stderr_file.read_text()[-2000:]
         stderr = stderr_file.read_text()
         assert "Traceback" not in stderr
         match = _INTERRUPTED.fullmatch(stderr.strip().splitlines()[-1])

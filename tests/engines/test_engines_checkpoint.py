@@ -1,6 +1,8 @@
 """Atomic checkpoints, resume after an interruption, and the NaN-loss stop, on tiny ignite engines."""
 
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -236,3 +238,36 @@ def test_atomic_save_leaves_the_old_file_when_saving_fails(tmp_path):
         atomic_torch_save({"a": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+class _SignalsInFinalizer:
+    """An object whose finalizer sends this process a signal: the signal's exception is raised inside ``__del__``,
+    where Python prints and drops it (what a Ctrl-C meeting a nibabel finalizer did)."""
+
+    def __init__(self, number):
+        self.number = number
+
+    def __del__(self):
+        os.kill(os.getpid(), self.number)
+        for _ in range(1000):  # the handler runs between these bytecodes, inside __del__
+            pass
+
+
+@pytest.mark.parametrize(("number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_whose_exception_a_finalizer_dropped_still_stops_training(number, status):
+    seen = []
+
+    def step(engine, batch):
+        seen.append(engine.state.iteration)
+        if engine.state.iteration == 3:
+            _SignalsInFinalizer(number)  # freed at once: the interrupt is raised in __del__ and lost there
+        return 0.0
+
+    trainer = Engine(step)
+    trainer.set_data(list(range(10)))
+    trainer.state.max_epochs, trainer.state.epoch_length = 100, 10
+    with pytest.raises(TrainingInterrupted) as interrupt:
+        run_training(trainer)
+    assert interrupt.value.exit_status == status
+    assert seen == [1, 2, 3]  # stopped at the end of the iteration the signal came in, not 997 iterations later
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
