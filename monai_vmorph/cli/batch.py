@@ -16,7 +16,6 @@ registering anything — writes ``metrics.csv`` and ``summary.json`` from all pa
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -123,8 +122,3 @@ class PairResults:
     def shard_lock(self, shard: tuple[int, int]) -> FolderLock:
         """The lock one shard holds while it runs (two runs of one shard conflict; different shards do not)."""
         return FolderLock(self.folder / f"shard-{shard[0]}-of-{shard[1]}")
-
-
-def finite_or_none(value: object) -> object:
-    """``None`` for a NaN float (an empty CSV cell), else the value."""
-    return None if isinstance(value, float) and math.isnan(value) else value

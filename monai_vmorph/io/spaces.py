@@ -241,19 +241,24 @@ def _sample(
     Returns the ``(C, *out_shape)`` float64 values, ``padding_value`` outside (the sampling rule in the module
     docstring).
     """
-    ndim = len(out_shape)
-    device = volume.device
-    n = torch.tensor(list(volume.shape[1:]), dtype=torch.float64, device=device)
-    scale = torch.where(n > 1, 2.0 / (n - 1).clamp(min=1), torch.zeros_like(n))
-    offset = torch.where(n > 1, -torch.ones_like(n), torch.zeros_like(n))
-    values = torch.empty((volume.shape[0], *out_shape), dtype=torch.float64, device=device)
-    for start, stop, c in _source_indices(src_affine, out_shape, out_affine, displacement, device):
-        grid = (c * scale + offset).flip(-1).reshape(1, *([1] * (ndim - 1)), -1, ndim)
-        v = F.grid_sample(volume.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=True)
-        v = v.reshape(volume.shape[0], -1)
-        v = torch.where(_inside(c, volume.shape[1:]), v, torch.full_like(v, padding_value))
+    values = torch.empty((volume.shape[0], *out_shape), dtype=torch.float64, device=volume.device)
+    for start, stop, c in _source_indices(src_affine, out_shape, out_affine, displacement, volume.device):
+        v = _sample_at(volume, c, mode, padding_value)
         values[:, start:stop] = v.reshape(volume.shape[0], stop - start, *out_shape[1:])
     return values
+
+
+def _sample_at(volume: torch.Tensor, c: torch.Tensor, mode: str, padding_value: float) -> torch.Tensor:
+    """``(C, N)`` values of ``volume`` ``(C, *S_src)`` (float64) at the continuous indices ``c`` ``(N, ndim)``,
+    ``padding_value`` outside (the sampling rule in the module docstring)."""
+    ndim = c.shape[1]
+    n = torch.tensor(list(volume.shape[1:]), dtype=torch.float64, device=volume.device)
+    scale = torch.where(n > 1, 2.0 / (n - 1).clamp(min=1), torch.zeros_like(n))
+    offset = torch.where(n > 1, -torch.ones_like(n), torch.zeros_like(n))
+    grid = (c * scale + offset).flip(-1).reshape(1, *([1] * (ndim - 1)), -1, ndim)
+    v = F.grid_sample(volume.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=True)
+    v = v.reshape(volume.shape[0], -1)
+    return torch.where(_inside(c, volume.shape[1:]), v, torch.full_like(v, padding_value))
 
 
 def _output(values: torch.Tensor, like: torch.Tensor, squeeze: bool, was_numpy: bool, dtype: torch.dtype):
@@ -480,16 +485,7 @@ def displacement_at_points(
     grid_affine = _as_affine(affine, ndim, "affine")
     points = np.asarray(points, dtype=np.float64).reshape(-1, ndim)
     c = torch.as_tensor((np.c_[points, np.ones(len(points))] @ np.linalg.inv(grid_affine).T)[:, :ndim])
-    shape = field.shape[:-1]
-    n = torch.tensor(list(shape), dtype=torch.float64)
-    scale = torch.where(n > 1, 2.0 / (n - 1).clamp(min=1), torch.zeros_like(n))
-    offset = torch.where(n > 1, -torch.ones_like(n), torch.zeros_like(n))
-    grid = (c * scale + offset).flip(-1).reshape(1, *([1] * (ndim - 1)), -1, ndim)
-    volume = field.movedim(-1, 0).unsqueeze(0).cpu()
-    values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    values = values.reshape(ndim, -1).T
-    values = torch.where(_inside(c, shape)[:, None], values, torch.zeros_like(values))
-    return values.numpy()
+    return _sample_at(field.movedim(-1, 0).cpu(), c, "bilinear", 0.0).T.numpy()
 
 
 def native_displacement(
