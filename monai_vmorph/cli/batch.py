@@ -15,8 +15,10 @@ registering anything — writes ``metrics.csv`` and ``summary.json`` from all pa
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from monai_vmorph.cli.errors import CLIError
@@ -25,7 +27,10 @@ from monai_vmorph.io.atomic import atomic_write
 from monai_vmorph.io.locks import FolderLock
 from monai_vmorph.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_NAME
 
-__all__ = ["PairResults", "parse_shard", "shard_indices"]
+__all__ = ["SETTINGS", "BatchRun", "PairResults", "parse_shard", "shard_indices"]
+
+#: The options that must match for a stored pair result to be reused (with the refinement preset).
+SETTINGS = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split")
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -88,8 +93,13 @@ class PairResults:
         Raises:
             UserError: the file is unreadable, belongs to another pair list or was made with other settings.
         """
+        return None if self.overwrite else self.stored(index)
+
+    def stored(self, index: int) -> dict | None:
+        """The row stored for pair ``index`` whatever ``overwrite`` says (``None`` without one); checked as
+        :meth:`read`."""
         path = self.paths[index]
-        if self.overwrite or not path.is_file():
+        if not path.is_file():
             return None
         try:
             content = json.loads(path.read_text())
@@ -122,3 +132,71 @@ class PairResults:
     def shard_lock(self, shard: tuple[int, int]) -> FolderLock:
         """The lock one shard holds while it runs (two runs of one shard conflict; different shards do not)."""
         return FolderLock(self.folder / f"shard-{shard[0]}-of-{shard[1]}")
+
+
+class BatchRun:
+    """One ``evaluate`` / ``learn2reg`` run over a pair list: its shard, its stored results and its lock.
+
+    Entering takes the lock: without ``--shard``, the folder's (:class:`monai_vmorph.pipeline.OutputSet` of the
+    summary files, which are committed by the caller); with one, the shard's own (:meth:`PairResults.shard_lock`).
+    Leaving releases it (and discards uncommitted summary files).
+
+    Args:
+        args: the command's options (``shard``, ``merge``, ``overwrite``, ``out_dir`` and the :data:`SETTINGS`).
+        pairs: the whole pair list.
+        summary: the files the run without ``--shard`` writes.
+        inputs: the command's input files (never overwritten).
+        extra_settings: options besides :data:`SETTINGS` that must match (e.g. the field format).
+        folder: :class:`PairResults`' sub-folder.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        pairs: list[dict],
+        summary: list[str],
+        inputs: list,
+        extra_settings: tuple[str, ...] = (),
+        folder: str = "pairs",
+    ) -> None:
+        from monai_vmorph.cli.register import preset_of
+
+        self.shard = parse_shard(args.shard)
+        if self.shard is not None and args.merge:
+            raise CLIError("--merge combines the shards' results; run it without --shard")
+        self.args, self.pairs, self.summary, self.inputs = args, pairs, summary, inputs
+        settings = {"preset": preset_of(args), **{k: getattr(args, k, None) for k in (*SETTINGS, *extra_settings)}}
+        self.results = PairResults(args.out_dir, pairs, settings, args.overwrite and not args.merge, folder)
+        self.selected = shard_indices(len(pairs), self.shard)
+        self.outputs = self._lock = None
+
+    def __enter__(self) -> BatchRun:
+        from monai_vmorph.pipeline import OutputSet
+
+        if self.shard is None:
+            args = self.args
+            self.outputs = OutputSet(args.out_dir, self.summary, overwrite=args.overwrite, inputs=self.inputs)
+        else:
+            self._lock = self.results.shard_lock(self.shard)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
+        if self.outputs is not None:
+            self.outputs.__exit__(*exc)
+
+    def todo(self, what: str, where: Path, first: Callable[[int], str]) -> list[int]:
+        """The selected pairs without a stored result; with ``--merge``, one line if there are any (``what`` they
+        lack, ``where``, and ``first(index)`` naming the first of them)."""
+        todo = self.results.missing(self.selected)
+        if self.args.merge and todo:
+            raise CLIError(
+                f"{len(todo)} of {len(self.pairs)} pairs have no {what} in {where} yet (first: {first(todo[0])}); "
+                "run the missing shards first"
+            )
+        return todo
+
+    def stored(self) -> list[dict]:
+        """Every pair's stored row, in the order of the list (also the rows this run rewrote)."""
+        return [self.results.stored(i) for i in range(len(self.pairs))]

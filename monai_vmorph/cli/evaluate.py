@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_vmorph.cli.batch import PairResults, parse_shard, shard_indices
+from monai_vmorph.cli.batch import BatchRun, PairResults
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
@@ -70,12 +70,6 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    """What must match for a stored pair result to be reused (:class:`monai_vmorph.cli.batch.PairResults`)."""
-    keys = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split")
-    return {"preset": preset_of(args), **{k: getattr(args, k, None) for k in keys}}
-
-
 def _row(pair: dict, fixed, moving, result) -> dict:
     row = {
         "moving": pair.get(MOVING_NAME, moving.path.name),
@@ -92,35 +86,16 @@ def _row(pair: dict, fixed, moving, result) -> dict:
 def run_evaluate(args: argparse.Namespace) -> None:
     pairs = read_pairs(args.pairs, args.split)
     check_pair_files(pairs)
-    shard = parse_shard(args.shard)
-    if shard is not None and args.merge:
-        raise CLIError("--merge combines the shards' results; run it without --shard")
+    run = BatchRun(args, pairs, ["metrics.csv", "summary.json"], inputs=[args.pairs])
     device = parse_device(args.device)
-    results = PairResults(args.out_dir, pairs, _settings(args), overwrite=args.overwrite and not args.merge)
-    outputs = None
-    if shard is None:  # the run that writes the summary holds the folder's lock
-        names = ["metrics.csv", "summary.json"]
-        outputs = OutputSet(args.out_dir, names, overwrite=args.overwrite, inputs=[args.pairs])
-        lock = None
-    else:
-        lock = results.shard_lock(shard)
-    try:
-        todo = results.missing(shard_indices(len(pairs), shard))
-        if args.merge and todo:
-            raise CLIError(
-                f"{len(todo)} of {len(pairs)} pairs have no result in {results.folder} yet (first: pair {todo[0]}, "
-                f"{Path(pairs[todo[0]][MOVING_IMAGE]).name}); run the missing shards first"
-            )
-        _register(pairs, todo, results, device, args)
-        if shard is not None:
-            print(f"shard {shard[0]}/{shard[1]}: {len(shard_indices(len(pairs), shard))} pairs in {results.folder}")
+    with run:
+        folder = run.results.folder
+        todo = run.todo("result", folder, lambda i: f"pair {i}, {Path(pairs[i][MOVING_IMAGE]).name}")
+        _register(pairs, todo, run.results, device, args)
+        if run.shard is not None:
+            print(f"shard {run.shard[0]}/{run.shard[1]}: {len(run.selected)} pairs in {folder}")
             return
-        _summarise(pairs, results, outputs, args)
-    finally:
-        if lock is not None:
-            lock.release()
-        if outputs is not None:
-            outputs.__exit__(None, None, None)
+        _summarise(run.stored(), run.outputs, args)
 
 
 def _register(pairs: list[dict], todo: list[int], results: PairResults, device, args: argparse.Namespace) -> None:
@@ -148,10 +123,8 @@ def _register(pairs: list[dict], todo: list[int], results: PairResults, device, 
         bar.close()
 
 
-def _summarise(pairs: list[dict], results: PairResults, outputs: OutputSet, args: argparse.Namespace) -> None:
-    """``metrics.csv`` and ``summary.json`` from every pair's stored result, in the order of the list."""
-    reader = PairResults(args.out_dir, pairs, results.settings)  # every file as stored, also after --overwrite
-    rows = [reader.read(i) for i in range(len(pairs))]
+def _summarise(rows: list[dict], outputs: OutputSet, args: argparse.Namespace) -> None:
+    """``metrics.csv`` and ``summary.json`` from every pair's stored row, in the order of the list."""
     columns = list(COLUMNS) + sorted({k for r in rows for k in r if k.startswith("dice_")}, key=lambda k: int(k[5:]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")

@@ -26,7 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from monai_vmorph.cli.batch import PairResults, parse_shard, shard_indices
+from monai_vmorph.cli.batch import BatchRun, PairResults
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
@@ -150,11 +150,6 @@ def _aggregate(cases: list[dict]) -> dict:
     return out
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    keys = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split", "format", "short_names")
-    return {"preset": preset_of(args), **{k: getattr(args, k, None) for k in keys}}
-
-
 def run_learn2reg(args: argparse.Namespace) -> None:
     json_path = find_learn2reg_json(args.dataset)
     pairs = learn2reg_datalist(json_path, splits=(args.split,))[args.split]
@@ -166,45 +161,23 @@ def run_learn2reg(args: argparse.Namespace) -> None:
         repeated = next(n for n in names if names.count(n) > 1)
         raise CLIError(f"{json_path} lists the pair of {repeated} twice in {args.split!r}; remove the repeat")
     check_pair_files(pairs)
-    shard = parse_shard(args.shard)
-    if shard is not None and args.merge:
-        raise CLIError("--merge combines the shards' results; run it without --shard")
+    run = BatchRun(args, pairs, ["metrics.json"], [json_path], ("format", "short_names"), folder=RECORDS)
     device = parse_device(args.device)
     out_dir = Path(args.out_dir)
-    settings, overwrite = _settings(args), args.overwrite and not args.merge
-    results = PairResults(out_dir, pairs, settings, overwrite=overwrite, folder=RECORDS)
-    selected = shard_indices(len(pairs), shard)
-    todo = results.missing(selected)
-    if not args.overwrite:  # a field that no run of this command made is never replaced without --overwrite
-        strays = [out_dir / names[i] for i in todo if (out_dir / names[i]).exists()]
-        if strays:
-            raise CLIError(f"{strays[0]} exists; pass --overwrite to replace it or choose another --out-dir")
-    outputs = lock = None
-    if shard is None:
-        outputs = OutputSet(out_dir, ["metrics.json"], overwrite=args.overwrite, inputs=[json_path])
-    else:
-        lock = results.shard_lock(shard)
-    try:
-        if args.merge and todo:
-            raise CLIError(
-                f"{len(todo)} of {len(pairs)} pairs have no field in {out_dir} yet (first: {names[todo[0]]}); "
-                "run the missing shards first"
-            )
+    with run:
+        todo = run.todo("field", out_dir, lambda i: names[i])
+        if not args.overwrite:  # a field that no run of this command made is never replaced without --overwrite
+            strays = [out_dir / names[i] for i in todo if (out_dir / names[i]).exists()]
+            if strays:
+                raise CLIError(f"{strays[0]} exists; pass --overwrite to replace it or choose another --out-dir")
         start = time.perf_counter()
-        _register(pairs, names, todo, results, device, args)
-        if shard is not None:
-            print(f"shard {shard[0]}/{shard[1]}: {len(selected)} fields in {out_dir}")
+        _register(pairs, names, todo, run.results, device, args)
+        if run.shard is not None:
+            print(f"shard {run.shard[0]}/{run.shard[1]}: {len(run.selected)} fields in {out_dir}")
             return
-        reader = PairResults(out_dir, pairs, results.settings, folder=RECORDS)  # as stored, also after --overwrite
-        records = [reader.read(i) for i in range(len(pairs))]
-        _write_metrics(json_path, records, outputs, args)
+        _write_metrics(json_path, run.stored(), run.outputs, args)
         seconds = time.perf_counter() - start
         print(f"{len(names)} fields ({args.format}) and metrics.json -> {args.out_dir} in {seconds:.0f} s")
-    finally:
-        if lock is not None:
-            lock.release()
-        if outputs is not None:
-            outputs.__exit__(None, None, None)
 
 
 def _register(
