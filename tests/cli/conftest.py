@@ -40,3 +40,14 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def no_registration(monkeypatch):
+    """Any registration the command line starts fails the test: for checks that must come before the work."""
+    import monai_vmorph.cli.register as register_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a registration started before the inputs were checked")
+
+    monkeypatch.setattr(register_module, "register_pair", refuse)

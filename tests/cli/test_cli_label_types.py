@@ -135,15 +135,9 @@ def _bad_label(kind: str, path: Path) -> Path:
     ("kind", "message"),
     [("fractional", "non-integer values"), ("4d", "several volumes"), ("complex", "complex or RGB")],
 )
-def test_broken_label_maps_are_one_line_before_any_registration(cli, monkeypatch, kind, message, tmp_path):
+def test_broken_label_maps_are_one_line_before_any_registration(cli, no_registration, kind, message, tmp_path):
     """In ``register`` and in ``evaluate``, where the broken map belongs to the last pair of the list: exit 2, one line
     naming the file, no output, and no registration started."""
-    import monai_vmorph.cli.register as register_module
-
-    def no_registration(*args, **kwargs):
-        raise AssertionError("a registration started before the inputs were checked")
-
-    monkeypatch.setattr(register_module, "register_pair", no_registration)
     bad = _bad_label(kind, tmp_path / f"bad_{kind}.nii.gz")
     good = _save(tmp_path / "good.nii.gz", _label_volume("int32"))
     image = _save(tmp_path / "image.nii.gz", np.random.default_rng(0).random((12, 14, 10)).astype(np.float32))

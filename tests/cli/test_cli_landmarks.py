@@ -83,13 +83,7 @@ def test_landmark_options_go_together_and_counts_must_match(cli, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_checks_every_pairs_landmark_files_before_registering(cli, monkeypatch, tmp_path):
-    import monai_vmorph.cli.register as register_module
-
-    def no_registration(*args, **kwargs):
-        raise AssertionError("a registration started before the inputs were checked")
-
-    monkeypatch.setattr(register_module, "register_pair", no_registration)
+def test_evaluate_checks_every_pairs_landmark_files_before_registering(cli, no_registration, tmp_path):
     fixed, moving, index, _ = _moved_brain(tmp_path)
     good, fewer = tmp_path / "k.csv", tmp_path / "fewer.csv"
     good.write_text("\n".join(",".join(map(str, row)) for row in index) + "\n")
