@@ -27,10 +27,25 @@ from monai_vmorph.io.atomic import atomic_write
 from monai_vmorph.io.locks import FolderLock
 from monai_vmorph.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_NAME
 
-__all__ = ["SETTINGS", "BatchRun", "PairResults", "parse_shard", "shard_indices"]
+__all__ = ["SETTINGS", "BatchRun", "PairResults", "distinct_provenance", "parse_shard", "shard_indices"]
 
 #: The options that must match for a stored pair result to be reused (with the refinement preset).
 SETTINGS = ("bundle", "weights", "affine", "refine", "refine_lr", "precision", "split")
+
+
+def distinct_provenance(rows: list[dict]) -> list[dict]:
+    """The distinct ``"provenance"`` records of a run's pairs, in order of first use.
+
+    One record when one machine ran every pair; shards merged from machines with other threads, devices or
+    versions each keep theirs, so a summary never claims one setting for pairs computed under another.
+    """
+    seen: list[dict] = []
+    for row in rows:
+        record = row.get("provenance")
+        if record is not None and record not in seen:
+            seen.append(record)
+    return seen
+
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 

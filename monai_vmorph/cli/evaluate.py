@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_vmorph.cli.batch import BatchRun, PairResults
+from monai_vmorph.cli.batch import BatchRun, PairResults, distinct_provenance
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.model import parse_device
 from monai_vmorph.cli.register import check_pair_files, preset_of, register_listed_pair
@@ -114,6 +114,7 @@ def _register(pairs: list[dict], todo: list[int], results: PairResults, device, 
         fixed, moving, _, _, result = register_listed_pair(pair, first, bundle, args, first if n == 0 else None)
         row = _row(pair, fixed, moving, result)
         row["weights"] = str(bundle.weights)  # the file used, for the summary (not a CSV column)
+        row["provenance"] = result.metrics["provenance"]  # likewise
         results.write(index, row)
         if bar is not None:
             bar.update(1)
@@ -139,6 +140,7 @@ def _summarise(rows: list[dict], outputs: OutputSet, args: argparse.Namespace) -
         "affine": args.affine,
         "preset": preset_of(args),
         "refine_steps": args.refine,
+        "provenance": distinct_provenance(rows),
         **summarise(rows),
     }
     outputs.write_text("metrics.csv", buffer.getvalue())

@@ -26,7 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from monai_vmorph.cli.batch import BatchRun, PairResults
+from monai_vmorph.cli.batch import BatchRun, PairResults, distinct_provenance
 from monai_vmorph.cli.errors import CLIError
 from monai_vmorph.cli.evaluate import summarise
 from monai_vmorph.cli.model import parse_device
@@ -214,6 +214,7 @@ def _register(
             row["tre_mm"] = result.metrics["tre_mm"]
         record = {"fixed": Path(pair[FIXED_IMAGE]).name, "moving": Path(pair[MOVING_IMAGE]).name, "field": name}
         record |= {"learn2reg": learn2reg, "ours": row, "weights": str(bundle.weights)}
+        record["provenance"] = result.metrics["provenance"]
         results.write(index, record)
         if bar is not None:
             bar.update(1)
@@ -244,9 +245,10 @@ def _write_metrics(json_path: Path, records: list[dict], outputs: OutputSet, arg
         "preset": preset_of(args),
         "refine_steps": args.refine,
         "format": args.format,
+        "provenance": distinct_provenance(records),
         "learn2reg_aggregates": aggregates,
         "ours_summary": summarise([r["ours"] for r in records]),
-        "pairs": [{k: v for k, v in r.items() if k != "weights"} for r in records],
+        "pairs": [{k: v for k, v in r.items() if k not in ("weights", "provenance")} for r in records],
     }
     outputs.write_json("metrics.json", metrics)
     outputs.commit()

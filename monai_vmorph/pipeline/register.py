@@ -40,6 +40,7 @@ from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distance
 from monai_vmorph.networks import invert_ddf
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.model import BundleModel
+from monai_vmorph.pipeline.provenance import provenance
 from monai_vmorph.pipeline.scan import NativeScan
 from monai_vmorph.transforms import INTENSITY_PERCENTILES
 
@@ -211,7 +212,7 @@ def register_pair(
             raise UserError(f"refinement preset {preset!r} is not one of {sorted(REFINE_PRESETS)}")
         preset = REFINE_PRESETS[preset]
     start = time.perf_counter()
-    metrics: dict = {}
+    metrics: dict = {"provenance": provenance(bundle.model, bundle.weights, next(bundle.model.parameters()).device)}
     aligned = affine_register(fixed.array, fixed.affine, moving.array, moving.affine, mode=affine)
     matrix = np.asarray(aligned.matrix, dtype=np.float64)
     metrics["affine"] = {"mode": affine, "matrix": matrix.tolist(), "levels": aligned.levels}
