@@ -114,7 +114,7 @@ def _register(pairs: list[dict], todo: list[int], results: PairResults, device, 
         fixed, moving, _, _, result = register_listed_pair(pair, first, bundle, args, first if n == 0 else None)
         row = _row(pair, fixed, moving, result)
         row["weights"] = str(bundle.weights)  # the file used, for the summary (not a CSV column)
-        row["provenance"] = result.metrics["provenance"]  # likewise
+        row["provenance"] = result.metrics.get("provenance")  # likewise
         results.write(index, row)
         if bar is not None:
             bar.update(1)

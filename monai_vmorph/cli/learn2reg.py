@@ -214,7 +214,7 @@ def _register(
             row["tre_mm"] = result.metrics["tre_mm"]
         record = {"fixed": Path(pair[FIXED_IMAGE]).name, "moving": Path(pair[MOVING_IMAGE]).name, "field": name}
         record |= {"learn2reg": learn2reg, "ours": row, "weights": str(bundle.weights)}
-        record["provenance"] = result.metrics["provenance"]
+        record["provenance"] = result.metrics.get("provenance")
         results.write(index, record)
         if bar is not None:
             bar.update(1)

@@ -17,6 +17,7 @@ import nibabel as nib
 import pytest
 import torch
 from bundle_helpers import BUNDLES, ROOT, SIZE
+from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 from monai.utils import ensure_tuple
 
@@ -161,7 +162,7 @@ def test_verify_net_in_out_and_ckpt_export_with_inference_json_alone(bundle, tmp
     exported = tmp_path / "model.ts"
     shape = [1, 2] + [SIZE] * ndim
     args = ["ckpt_export", "network_def", *config, "--filepath", str(exported), "--ckpt_file", "models/model.pt"]
-    _monai_bundle([*args, "--use_trace", "True", "--input_shape", json.dumps(shape)], bundle_dir)
+    _monai_bundle(args, bundle_dir)  # scripted, the zoo's default (no --use_trace, so any input shape)
     extra = {"metadata.json": "", "inference.json": ""}
     scripted = torch.jit.load(str(exported), _extra_files=extra)
     assert (
@@ -169,7 +170,18 @@ def test_verify_net_in_out_and_ckpt_export_with_inference_json_alone(bundle, tmp
         == json.loads((bundle_dir / "configs" / "metadata.json").read_text())["version"]
     )
     assert json.loads(extra["inference.json"])["network_def"] == _config(name, "inference.json")["network_def"]
-    with torch.no_grad():
-        out = scripted(torch.rand(shape))
-    assert out.shape == (1, 1 + ndim, *[SIZE] * ndim)
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle_dir / "models" / "model.pt", weights_only=True))
+    network.eval().model.precision = "fp32"
+    other = [1, 2] + [SIZE + 3] * ndim  # not the shape of any trace: scripting keeps the shape free
+    for size in (shape, other):
+        smooth = torch.rand(size, generator=torch.Generator().manual_seed(0))
+        x = torch.cat([smooth[:, :1], torch.roll(smooth[:, :1], 2, dims=2)], dim=1)
+        with torch.no_grad():
+            out, eager = scripted(x), network(x)
+        assert out.shape == (1, 1 + ndim, *size[2:])
+        assert float((out - eager).abs().max()) <= 1e-5
     assert not list(bundle_dir.glob("models/*.ts"))

@@ -177,7 +177,7 @@ def test_bad_inputs_raise_clear_errors():
     nan[0, 0, 3, 3, 3] = float("nan")
     with pytest.raises(ValueError, match=r"moving must be finite, got 1 NaN"):
         net(nan, image)
-    with pytest.raises(ValueError, match=r"backbone must return a field of shape \(1, 3, 16, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"backbone must return a field of shape \[1, 3, 16, 16, 16\], got \[1, 2"):
         VoxelMorph(3, backbone=nn.Conv3d(2, 2, 3, padding=1))(image, image)
     for kwargs, match in [
         ({"spatial_dims": 4}, "spatial_dims must be 2 or 3, got 4"),

@@ -31,24 +31,31 @@ def integrate_velocity(velocity: torch.Tensor, num_steps: int = 7, padding_mode:
     Returns:
         ``(B, ndim, *S)`` displacement field ``exp(v) - Id`` in voxel units.
     """
-    check_field(velocity, "velocity")
-    if not isinstance(num_steps, int) or num_steps < 0:
-        raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}.")
-    _check_padding_mode(padding_mode)
+    if not torch.jit.is_scripting():
+        _check_arguments(velocity, num_steps, padding_mode)
     if num_steps == 0:
         return velocity
-    shape = tuple(velocity.shape[2:])
+    shape = list(velocity.shape[2:])
     identity = _identity(shape, velocity.device, velocity.dtype)
     # The compositions run on the field in grid_sample's units: normalised coordinates, axes reversed, in the last
     # dimension ``(B, *S, ndim)``. Sampling commutes with that per-voxel linear map, so each step is one addition for
     # the sampling grid and one for the composition, without the flip and scaling that every warp of a voxel-unit
     # field needs (and their backward passes).
     unit = _grid_units(shape, velocity)
-    field = velocity.flip(1).movedim(1, -1) * (unit / 2**num_steps)
+    field = velocity.flip([1]).movedim(1, -1) * (unit / float(2**num_steps))
     for _ in range(num_steps):
         sampled = grid_sample_3d_parallel(field.movedim(-1, 1), identity + field, "bilinear", padding_mode)
         field = field + sampled.movedim(1, -1)
-    return (field / unit).movedim(-1, 1).flip(1).contiguous()
+    return (field / unit).movedim(-1, 1).flip([1]).contiguous()
+
+
+@torch.jit.unused
+def _check_arguments(velocity: torch.Tensor, num_steps: int, padding_mode: str) -> None:
+    """:func:`integrate_velocity`'s argument checks (eager mode; a TorchScript caller passes checked values)."""
+    check_field(velocity, "velocity")
+    if not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}.")
+    _check_padding_mode(padding_mode)
 
 
 class VecInt(nn.Module):

@@ -13,7 +13,6 @@ which fails for 2D fields; this module is the replacement.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -28,32 +27,57 @@ __all__ = ["ResizeField", "field_scale_factors", "resize_field"]
 
 def field_scale_factors(in_shape: Sequence[int], out_shape: Sequence[int]) -> list[float]:
     """Per-axis factors ``(m - 1) / (n - 1)`` that convert voxel displacements from ``in_shape`` to ``out_shape``."""
-    return [(m - 1) / (n - 1) if n > 1 else 1.0 for n, m in zip(in_shape, out_shape, strict=True)]
+    if len(in_shape) != len(out_shape):
+        raise ValueError(f"in_shape and out_shape must have as many axes, got {in_shape} and {out_shape}.")
+    return _scale_factors([int(n) for n in in_shape], [int(m) for m in out_shape])
 
 
-def resize_field(ddf: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
+def _scale_factors(in_shape: list[int], out_shape: list[int]) -> list[float]:
+    factors: list[float] = []
+    for axis, n in enumerate(in_shape):  # (TorchScript has no zip(strict=True); the caller checked the lengths)
+        factors.append((out_shape[axis] - 1) / (n - 1) if n > 1 else 1.0)
+    return factors
+
+
+def resize_field(ddf: torch.Tensor, spatial_size: list[int]) -> torch.Tensor:
     """Resample a displacement field to ``spatial_size`` with linear interpolation and rescaled values.
 
     Args:
         ddf: ``(B, ndim, *S)`` field in voxel units of the ``S`` grid.
-        spatial_size: the target spatial shape ``S'`` (``ndim`` ints).
+        spatial_size: the target spatial shape ``S'`` (``ndim`` ints; any sequence in eager mode).
 
     Returns:
         ``(B, ndim, *S')`` field in voxel units of the ``S'`` grid. Returns ``ddf`` itself when ``S' == S``.
     """
-    ndim = check_field(ddf, "ddf")
-    spatial_size = tuple(int(s) for s in spatial_size)
-    if len(spatial_size) != ndim or any(s < 1 for s in spatial_size):
-        raise ValueError(f"spatial_size must be {ndim} positive ints for a {ndim}D field, got {spatial_size}.")
-    in_shape = tuple(ddf.shape[2:])
+    if not torch.jit.is_scripting():
+        spatial_size = _checked_size(ddf, spatial_size)
+    ndim = ddf.dim() - 2
+    in_shape = list(ddf.shape[2:])
     if spatial_size == in_shape:
         return ddf
-    scale = torch.tensor(field_scale_factors(in_shape, spatial_size), device=ddf.device, dtype=ddf.dtype)
-    scale = scale.view(1, ndim, *([1] * ndim))
+    scale = torch.tensor(_scale_factors(in_shape, spatial_size), device=ddf.device, dtype=ddf.dtype)
+    scale = scale.view([1, ndim] + [1] * ndim)
     # a per-channel factor commutes with linear interpolation: apply it on the smaller of the two grids
-    if math.prod(spatial_size) > math.prod(in_shape):
+    if _volume(spatial_size) > _volume(in_shape):
         return F.interpolate(ddf * scale, size=spatial_size, mode=linear_mode(ndim), align_corners=True)
     return F.interpolate(ddf, size=spatial_size, mode=linear_mode(ndim), align_corners=True) * scale
+
+
+def _volume(shape: list[int]) -> int:
+    volume = 1
+    for n in shape:
+        volume *= n
+    return volume
+
+
+@torch.jit.unused
+def _checked_size(ddf: torch.Tensor, spatial_size: list[int]) -> list[int]:
+    """:func:`resize_field`'s argument checks (eager mode): ``spatial_size`` as a list of ints."""
+    ndim = check_field(ddf, "ddf")
+    size = [int(s) for s in spatial_size]
+    if len(size) != ndim or any(s < 1 for s in size):
+        raise ValueError(f"spatial_size must be {ndim} positive ints for a {ndim}D field, got {tuple(size)}.")
+    return size
 
 
 class ResizeField(nn.Module):

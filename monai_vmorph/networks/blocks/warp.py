@@ -53,11 +53,17 @@ def identity_grid(
     Returns:
         Tensor of shape ``(1, *S, ndim)`` with normalised coordinates in ``[-1, 1]``, last axis reversed.
     """
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    return _identity_grid([int(n) for n in spatial_shape], device, dtype)
+
+
+def _identity_grid(spatial_shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`identity_grid` with TorchScript's argument types."""
     ndim = len(spatial_shape)
     # reduced-precision grids are built in float32 and rounded once
     work_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     theta = torch.eye(ndim, ndim + 1, device=device, dtype=work_dtype).unsqueeze(0)
-    grid = F.affine_grid(theta, [1, 1, *spatial_shape], align_corners=True)
+    grid = F.affine_grid(theta, [1, 1] + list(spatial_shape), align_corners=True)  # noqa: RUF005 (TorchScript: no [*a])
     return grid.to(dtype)
 
 
@@ -68,35 +74,46 @@ def _cached_identity(spatial_shape: tuple[int, ...], device: torch.device, dtype
     Rebuilding the grid costs an ``affine_grid`` matmul and a fresh full-size allocation on every warp (about
     20 ms of a 0.6 s 96x112x96 registration on 2 CPU cores); the few grids a run uses are kept instead.
     """
-    return identity_grid(spatial_shape, device, dtype)
+    return _identity_grid(list(spatial_shape), device, dtype)
 
 
-def _identity(spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The identity grid for internal use: cached, except under tracing (a traced graph would store it) and under
-    ``torch.compile`` / ``torch.export`` (their fake tensors would be cached and break every later eager call)."""
+@torch.jit.unused
+def _eager_identity(spatial_shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The cached grid, except under tracing (a traced graph would store it) and under ``torch.compile`` /
+    ``torch.export`` (their fake tensors would be cached and break every later eager call)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return identity_grid(spatial_shape, device, dtype)
-    return _cached_identity(spatial_shape, device, dtype)
+        return _identity_grid(spatial_shape, device, dtype)
+    return _cached_identity(tuple(spatial_shape), device, dtype)
+
+
+def _identity(spatial_shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The identity grid for internal use: cached in eager mode, built afresh in TorchScript (which has no cache)."""
+    if torch.jit.is_scripting():
+        return _identity_grid(spatial_shape, device, dtype)
+    return _eager_identity(spatial_shape, device, dtype)
 
 
 def _sampling_grid(
-    ddf: torch.Tensor, identity: torch.Tensor | None, image_shape: Sequence[int] | None = None
+    ddf: torch.Tensor, identity: torch.Tensor | None, image_shape: list[int] | None = None
 ) -> torch.Tensor:
     """Normalised sampling grid ``(B, *S, ndim)`` for ``x + ddf(x)`` (no checks).
 
     ``image_shape`` is the sampled image's spatial shape when it differs from the field's: then ``identity`` holds
     the field's voxels in the image's normalised coordinates (e.g. a box of the image's identity grid).
     """
-    spatial_shape = ddf.shape[2:] if image_shape is None else image_shape
+    spatial_shape = list(ddf.shape[2:]) if image_shape is None else image_shape
     if identity is None:
-        identity = _identity(tuple(spatial_shape), ddf.device, ddf.dtype)
-    return torch.addcmul(identity, ddf.flip(1).movedim(1, -1), _grid_units(spatial_shape, ddf))
+        identity = _identity(spatial_shape, ddf.device, ddf.dtype)
+    return torch.addcmul(identity, ddf.flip([1]).movedim(1, -1), _grid_units(spatial_shape, ddf))
 
 
-def _grid_units(spatial_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+def _grid_units(spatial_shape: list[int], like: torch.Tensor) -> torch.Tensor:
     """``(ndim,)`` normalised-coordinate length of one voxel per axis, in the grid's reversed axis order
     (``align_corners=True``: ``2 / (n - 1)``, and 2 for an axis of one voxel); ``like``'s device and dtype."""
-    return like.new_tensor([2.0 / max(n - 1, 1) for n in reversed(spatial_shape)])
+    units: list[float] = []
+    for n in spatial_shape:
+        units.insert(0, 2.0 / max(n - 1, 1))
+    return torch.tensor(units, dtype=like.dtype, device=like.device)
 
 
 def grid_sample_3d_parallel(
@@ -109,7 +126,8 @@ def grid_sample_3d_parallel(
     (measured on 2 cores, 96x112x96: 45 ms with 1 or 2 threads). With one image and one grid, the grid is cut into
     ``get_num_threads()`` slabs along its first spatial axis (padded to equal slabs) that are sampled as a batch of
     the same (expanded, not copied) image, and the slabs are put back together: the same values, 3x faster on 2 cores
-    in that measurement. Other cases (2D, batches, CUDA, one thread, small grids) call ``grid_sample`` directly.
+    in that measurement. Other cases (2D, batches, CUDA, one thread, small grids, TorchScript) call ``grid_sample``
+    directly.
 
     Args:
         image: ``(B, C, *S_in)``.
@@ -120,6 +138,13 @@ def grid_sample_3d_parallel(
     Returns:
         ``(B, C, *S_out)``.
     """
+    if torch.jit.is_scripting():
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return _grid_sample_slabs(image, grid, mode, padding_mode)
+
+
+@torch.jit.unused
+def _grid_sample_slabs(image: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
     parts = torch.get_num_threads()
     single_cpu_pair = grid.dim() == 5 and image.device.type == "cpu" and image.shape[0] == grid.shape[0] == 1
     if not single_cpu_pair or parts < 2 or grid.shape[1] < 4 * parts:
@@ -148,13 +173,13 @@ def _warp(
     ``identity``: the identity grid to displace (default: the image's); a box of the image's identity grid warps only
     that box, with ``ddf`` given on the box.
     """
-    grid = _sampling_grid(ddf, identity, image.shape[2:])
+    grid = _sampling_grid(ddf, identity, list(image.shape[2:]))
     if grid.dtype != image.dtype:
         grid = grid.to(image.dtype)
     if grid.shape[0] != image.shape[0]:
         batch = max(grid.shape[0], image.shape[0])
-        grid = grid.expand(batch, *grid.shape[1:])
-        image = image.expand(batch, *image.shape[1:])
+        grid = grid.expand([batch] + list(grid.shape[1:]))  # noqa: RUF005 (TorchScript has no [*a])
+        image = image.expand([batch] + list(image.shape[1:]))  # noqa: RUF005
     return grid_sample_3d_parallel(image, grid, mode, padding_mode)
 
 

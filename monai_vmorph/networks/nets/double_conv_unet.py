@@ -89,12 +89,12 @@ class DoubleConvUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, in_channels, *S)`` to ``(B, out_channels, *S)``; ``S`` divisible by ``divisor``."""
-        skips = []
+        skips: list[torch.Tensor] = []
         for block in self.encoder:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for upsample, block in zip(self.upsamples, self.decoder, strict=True):
+        for upsample, block in zip(self.upsamples, self.decoder):  # noqa: B905 (TorchScript: no strict; equal lengths)
             x = block(torch.cat([skips.pop(), upsample(x)], dim=1))
         return self.head(x)

@@ -32,7 +32,7 @@ class PairInputNet(nn.Module):
         c = self.model.in_channels
         if image.dim() < 2 or image.shape[1] != 2 * c:
             raise ValueError(
-                f"image must stack moving and fixed along the channels, (B, {2 * c}, *S), got {tuple(image.shape)}."
+                f"image must stack moving and fixed along the channels, (B, {2 * c}, *S), got {list(image.shape)}."
             )
         out = self.model(image[:, :c], image[:, c:])
         return torch.cat([out.warped, out.ddf], dim=1)

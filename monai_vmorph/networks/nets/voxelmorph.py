@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,9 @@ class RegistrationResult(NamedTuple):
     warped: torch.Tensor
     ddf: torch.Tensor
     velocity: torch.Tensor
-    warped_fixed: torch.Tensor | None = None
-    inverse_ddf: torch.Tensor | None = None
+    # Optional, not ``X | None``: TorchScript reads a NamedTuple's annotations only in this spelling
+    warped_fixed: Optional[torch.Tensor] = None  # noqa: UP045
+    inverse_ddf: Optional[torch.Tensor] = None  # noqa: UP045
 
 
 def _register_result_for_export() -> None:
@@ -123,6 +124,9 @@ class VoxelMorph(nn.Module):
         out.warped.shape, out.ddf.shape  # (1, 1, 97, 115, 93), (1, 3, 97, 115, 93)
     """
 
+    # eager-only attributes, not compiled by torch.jit.script
+    __jit_unused_properties__: ClassVar[list[str]] = ["precision", "diffeomorphic", "_channels_last_format"]
+
     def __init__(
         self,
         spatial_dims: int = 3,
@@ -163,6 +167,8 @@ class VoxelMorph(nn.Module):
         self.integration_padding_mode = integration_padding_mode
         self.check_inputs = check_inputs
         self.backbone = self._build_backbone(backbone, backbone_kwargs or {})
+        #: the backbone's ``output_stride`` (1 for a backbone without one): it predicts the field at ``S / stride``
+        self.output_stride = int(getattr(self.backbone, "output_stride", 1))
         if pad_divisor is None:
             pad_divisor = math.lcm(int(getattr(self.backbone, "divisor", 1)), int_downsize)
         if isinstance(pad_divisor, bool) or not isinstance(pad_divisor, int) or pad_divisor < 1:
@@ -211,6 +217,7 @@ class VoxelMorph(nn.Module):
         """Whether the field is integrated (``integration_steps > 0``)."""
         return self.integration_steps > 0
 
+    @torch.jit.unused
     def _check_pair(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
         for name, image in (("moving", moving), ("fixed", fixed)):
             check_spatial_tensor(image, name, self.spatial_dims)
@@ -233,30 +240,56 @@ class VoxelMorph(nn.Module):
 
         Returns:
             A :class:`RegistrationResult`; ``warped_fixed`` and ``inverse_ddf`` are ``None`` unless bidirectional.
-        """
-        self._check_pair(moving, fixed)
-        shape = tuple(moving.shape[2:])
-        padded_shape = self.padded_shape(shape)
-        pad = [p for n, m in zip(reversed(shape), reversed(padded_shape), strict=True) for p in (0, m - n)]
-        x = torch.cat([moving, fixed], dim=1)
-        if any(pad):
-            x = F.pad(x, pad)
-        with backbone_autocast(self._precision, x.device):
-            field = self.backbone(x.contiguous(memory_format=self._memory_format(x.device)))
-        stride = int(getattr(self.backbone, "output_stride", 1))
-        expected = (x.shape[0], self.spatial_dims, *(n // stride for n in padded_shape))
-        if tuple(field.shape) != expected:
-            raise ValueError(f"the backbone must return a field of shape {expected}, got {tuple(field.shape)}.")
 
-        int_shape = tuple(n // self.int_downsize for n in padded_shape)
-        with full_precision(x.device):
+        Under TorchScript (``torch.jit.script``, MONAI's ``ckpt_export``) the same computation runs without the
+        eager-only parts: the input checks, :attr:`precision`'s autocast (the backbone runs in the input's dtype),
+        the channels-last input, the identity-grid cache, the threaded 3D sampler and the decoder's low-resolution
+        convolution rewrite (:func:`~monai_vmorph.networks.nets.voxelmorph_unet.up_concat_conv_act`); the results
+        equal eager float32 ones up to float rounding.
+        """
+        if not torch.jit.is_scripting():
+            self._check_pair(moving, fixed)
+        shape = list(moving.shape[2:])
+        padded_shape = self.padded_shape(shape)
+        pad: list[int] = []  # F.pad's order: last axis first
+        for axis, n in enumerate(shape):
+            pad = [0, padded_shape[axis] - n] + pad  # noqa: RUF005 (TorchScript has no [*a])
+        x = torch.cat([moving, fixed], dim=1)
+        if max(pad) > 0:
+            x = F.pad(x, pad)
+        if torch.jit.is_scripting():
+            field = self.backbone(x)
+        else:
+            field = self._eager_backbone(x)
+        expected = [x.shape[0], self.spatial_dims]
+        for n in padded_shape:
+            expected.append(n // self.output_stride)
+        if list(field.shape) != expected:
+            raise ValueError(f"the backbone must return a field of shape {expected}, got {list(field.shape)}.")
+        int_shape = [n // self.int_downsize for n in padded_shape]
+        if torch.jit.is_scripting():
+            return self._tail(moving, fixed, resize_field(field.to(moving.dtype), int_shape))
+        return self._eager_tail(moving, fixed, field, int_shape)
+
+    @torch.jit.unused
+    def _eager_backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone under :attr:`precision`'s autocast, fed in the memory format chosen for ``x``'s device."""
+        with backbone_autocast(self._precision, x.device):
+            return self.backbone(x.contiguous(memory_format=self._memory_format(x.device)))
+
+    @torch.jit.unused
+    def _eager_tail(
+        self, moving: torch.Tensor, fixed: torch.Tensor, field: torch.Tensor, int_shape: list[int]
+    ) -> RegistrationResult:
+        with full_precision(field.device):
             velocity = resize_field(field.to(moving.dtype), int_shape)
         return self.from_velocity(moving, fixed, velocity)
 
-    def padded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def padded_shape(self, shape: list[int]) -> list[int]:
         """The grid the backbone runs on for an input of spatial ``shape``: padded up to ``pad_divisor``."""
-        return tuple(math.ceil(n / self.pad_divisor) * self.pad_divisor for n in shape)
+        return [-(-int(n) // self.pad_divisor) * self.pad_divisor for n in shape]
 
+    @torch.jit.unused
     def from_velocity(self, moving: torch.Tensor, fixed: torch.Tensor, velocity: torch.Tensor) -> RegistrationResult:
         """The result the model gives for the field ``velocity``, without running the backbone.
 
@@ -270,26 +303,33 @@ class VoxelMorph(nn.Module):
             velocity: ``(B, ndim, *S_int)`` field on the padded grid downsampled by ``int_downsize``, as in
                 :attr:`RegistrationResult.velocity`.
         """
-        shape = tuple(moving.shape[2:])
-        padded_shape = self.padded_shape(shape)
-        expected = (moving.shape[0], self.spatial_dims, *(n // self.int_downsize for n in padded_shape))
-        if tuple(velocity.shape) != expected:
-            raise ValueError(f"velocity must have shape {expected} for this input, got {tuple(velocity.shape)}.")
         with full_precision(velocity.device):
-            ddf = self._to_ddf(velocity, padded_shape, shape)
-            warped = _warp(moving, ddf, self.mode, self.padding_mode)
-            if not self.bidirectional:
-                return RegistrationResult(warped=warped, ddf=ddf, velocity=velocity)
-            inverse_ddf = self._to_ddf(-velocity, padded_shape, shape)
-            warped_fixed = _warp(fixed, inverse_ddf, self.mode, self.padding_mode)
+            return self._tail(moving, fixed, velocity)
+
+    def _tail(self, moving: torch.Tensor, fixed: torch.Tensor, velocity: torch.Tensor) -> RegistrationResult:
+        """:meth:`from_velocity` in the current precision (TorchScript has no autocast to switch off)."""
+        shape = list(moving.shape[2:])
+        padded_shape = self.padded_shape(shape)
+        expected = [moving.shape[0], self.spatial_dims]
+        for n in padded_shape:
+            expected.append(n // self.int_downsize)
+        if list(velocity.shape) != expected:
+            raise ValueError(f"velocity must have shape {expected} for this input, got {list(velocity.shape)}.")
+        ddf = self._to_ddf(velocity, padded_shape, shape)
+        warped = _warp(moving, ddf, self.mode, self.padding_mode)
+        if not self.bidirectional:
+            return RegistrationResult(warped=warped, ddf=ddf, velocity=velocity)
+        inverse_ddf = self._to_ddf(-velocity, padded_shape, shape)
+        warped_fixed = _warp(fixed, inverse_ddf, self.mode, self.padding_mode)
         return RegistrationResult(warped, ddf, velocity, warped_fixed, inverse_ddf)
 
-    def _to_ddf(self, velocity: torch.Tensor, padded_shape: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+    def _to_ddf(self, velocity: torch.Tensor, padded_shape: list[int], shape: list[int]) -> torch.Tensor:
         """Integrate, resample to the padded input grid and crop to the input grid."""
         ddf = integrate_velocity(velocity, self.integration_steps, self.integration_padding_mode)
         ddf = resize_field(ddf, padded_shape)
-        if padded_shape != shape:
-            ddf = ddf[(..., *(slice(0, n) for n in shape))]
+        for axis, n in enumerate(shape):
+            if padded_shape[axis] != n:
+                ddf = ddf.narrow(2 + axis, 0, n)
         return ddf
 
     def extra_repr(self) -> str:

@@ -47,6 +47,7 @@ def _is_plain_3x3(conv: nn.Module) -> bool:
     )
 
 
+@torch.jit.unused
 def up_concat_conv_act(block: Convolution, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``block(torch.cat([upsample(low), skip], dim=1))`` for a :func:`conv_act` block, with 2× nearest upsampling.
 
@@ -177,18 +178,32 @@ class VoxelMorphUNet(nn.Module):
 
         ``S`` must be divisible by :attr:`divisor`.
         """
-        skips = []
+        skips: list[torch.Tensor] = []
         for block in self.encoder:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        pending = None  # (low, skip): the next conv's input is the concatenation of upsample(low) and skip
+        # pending: the next conv's input is the concatenation of upsample(low) and skip. TorchScript cannot hold
+        # up_concat_conv_act's autograd function: there the block takes the concatenation.
+        pending, low, skip = False, x, x
         for level, block in enumerate(self.decoder):
-            x = block(x) if pending is None else up_concat_conv_act(block, *pending)
-            pending = None if self._stays(level) else (x, skips.pop())
+            if not pending:
+                x = block(x)
+            elif torch.jit.is_scripting():
+                x = block(torch.cat([self.upsample(low), skip], dim=1))
+            else:
+                x = up_concat_conv_act(block, low, skip)
+            pending = not self._stays(level)
+            if pending:
+                low, skip = x, skips.pop()
         for block in self.final:
-            x = block(x) if pending is None else up_concat_conv_act(block, *pending)
-            pending = None
-        if pending is not None:  # no final convs: the flow head takes the concatenation
-            x = torch.cat([self.upsample(pending[0]), pending[1]], dim=1)
+            if not pending:
+                x = block(x)
+            elif torch.jit.is_scripting():
+                x = block(torch.cat([self.upsample(low), skip], dim=1))
+            else:
+                x = up_concat_conv_act(block, low, skip)
+            pending = False
+        if pending:  # no final convs: the flow head takes the concatenation
+            x = torch.cat([self.upsample(low), skip], dim=1)
         return self.flow(x)
