@@ -47,7 +47,8 @@ def provenance(model: torch.nn.Module, weights: str | Path, device: torch.device
 
     Args:
         model: the :class:`~monai_vmorph.networks.VoxelMorph` used (its ``precision`` and parameter dtype).
-        weights: the weight file loaded into it.
+        weights: the weight file loaded into it (a model built in memory, e.g. by a benchmark that trains it, names
+            no file: then ``weights_sha256`` is ``None``).
         device: the device every stage ran on.
 
     Returns:
@@ -79,5 +80,5 @@ def provenance(model: torch.nn.Module, weights: str | Path, device: torch.device
             "native": "float64 coordinates, float32 fields",
         },
         "weights": str(weights),
-        "weights_sha256": sha256_of(weights),
+        "weights_sha256": sha256_of(weights) if Path(weights).is_file() else None,
     }

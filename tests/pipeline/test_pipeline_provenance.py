@@ -41,3 +41,8 @@ def test_provenance_records_versions_threads_and_the_precision_each_stage_ran_in
     assert provenance(net, weights, "cpu")["precision"]["network"] == "float64"
     digest = subprocess.run(["sha256sum", str(weights)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert record["weights_sha256"] == digest and record["weights"] == str(weights)
+
+
+def test_a_model_without_a_weights_file_has_no_digest_instead_of_failing():
+    record = provenance(VoxelMorph(spatial_dims=2), "<trained in memory>", "cpu")
+    assert record["weights_sha256"] is None and record["weights"] == "<trained in memory>"
