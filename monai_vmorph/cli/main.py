@@ -79,6 +79,9 @@ def _positive_float(text: str) -> float:
 #: torch; a test keeps the two equal).
 AFFINE_CHOICES = ("affine", "rigid", "none")
 
+#: The deformable similarities (monai_vmorph.pipeline.auto_similarity.DEFORMABLE_SIMILARITIES, likewise).
+SIMILARITY_CHOICES = ("auto", "ncc", "mind")
+
 
 def _common(parser: argparse.ArgumentParser, model: bool = True, quiet: str = "print nothing on success") -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -96,6 +99,14 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, quiet: str = "p
             choices=AFFINE_CHOICES,
             default="affine",
             help="pre-alignment before the network: affine, rigid, or none for scans already aligned",
+        )
+        parser.add_argument(
+            "--similarity",
+            choices=SIMILARITY_CHOICES,
+            default="auto",
+            help="deformable similarity: ncc (local NCC, one contrast), mind (MIND-SSC, any contrasts) or auto "
+            "(ncc when the aligned scans' intensities correlate, else mind); it also decides whether the network's "
+            "field is used or the affine alignment is kept",
         )
         parser.add_argument(
             "--fast",

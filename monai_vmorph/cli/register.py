@@ -138,6 +138,7 @@ def register_listed_pair(
         fixed_labels,
         affine=args.affine,
         preset=preset_of(args),
+        similarity=args.similarity,
         fixed_landmarks=landmarks[0],
         moving_landmarks=landmarks[1],
     )
@@ -185,6 +186,7 @@ def run_register(args: argparse.Namespace) -> None:
         callback,
         affine=args.affine,
         preset=preset_of(args),
+        similarity=args.similarity,
         inverse=args.inverse,
         fixed_landmarks=landmarks[0],
         moving_landmarks=landmarks[1],

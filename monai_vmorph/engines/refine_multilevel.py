@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from monai_vmorph.engines.refine import LevelRecord, RefineOutput
 from monai_vmorph.losses import RegistrationLoss, gradient_loss, mse
+from monai_vmorph.losses.mind import mind_ssc
 from monai_vmorph.losses.similarity import local_ncc_to_target, ncc_target_statistics
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
@@ -48,6 +49,9 @@ from monai_vmorph.networks.blocks.warp import _warp, identity_grid, linear_mode,
 from monai_vmorph.networks.nets.voxelmorph import RegistrationResult, VoxelMorph
 
 __all__ = ["REFINE_PRESETS", "RefineLevel", "RefinePreset", "refine_multilevel"]
+
+#: Voxels from a voxel that its MIND-SSC descriptor reads (the default dilation 2 plus patch radius 1).
+_MIND_REACH = 3
 
 #: Voxels (of a level's grid) by which the region of a level's loss extends beyond where the images have signal at
 #: the level's start, for the field's change during the level (see :meth:`_Level.focus`).
@@ -257,6 +261,8 @@ class _Level:
         if self.similarity == "ncc":
             window = self.window
             radius = max(window if isinstance(window, Sequence) else [window]) // 2
+        elif self.similarity == "mind":
+            radius = _MIND_REACH
         with torch.no_grad():
             warped = warp(self.moving, self.ddf(velocity), self.model.mode, self.model.padding_mode)
         self.region = _signal_region(warped, self.fixed, radius + _REGION_MARGIN)
@@ -266,6 +272,8 @@ class _Level:
         fixed_region = self.fixed[(..., *self.region)]
         if self.similarity == "ncc":
             self.stats = ncc_target_statistics(fixed_region, self.window)
+        elif self.similarity == "mind":
+            self.fixed_descriptor = mind_ssc(fixed_region)
         else:
             self.fixed_region = fixed_region
 
@@ -288,6 +296,8 @@ class _Level:
         # outside the region both images are zero: the whole grid's mean is the region's times its fraction
         if self.similarity == "ncc":
             total = local_ncc_to_target(warped, self.stats) * self.region_fraction
+        elif self.similarity == "mind":
+            total = mse(mind_ssc(warped), self.fixed_descriptor) * self.region_fraction
         else:
             total = mse(warped, self.fixed_region) * self.region_fraction
         if self.weight > 0:

@@ -6,6 +6,7 @@ raises :class:`ValueError` on malformed inputs.
 """
 
 from monai_vmorph.losses.dice import DiceLoss, one_hot_labels, soft_dice_loss
+from monai_vmorph.losses.mind import MINDSSCLoss, mind_ssc, mind_ssc_loss
 from monai_vmorph.losses.registration import SIMILARITY_LOSSES, RegistrationLoss
 from monai_vmorph.losses.regularisation import GradLoss, gradient_loss
 from monai_vmorph.losses.similarity import LocalNCCLoss, MSELoss, local_ncc, mse
@@ -15,10 +16,13 @@ __all__ = [
     "DiceLoss",
     "GradLoss",
     "LocalNCCLoss",
+    "MINDSSCLoss",
     "MSELoss",
     "RegistrationLoss",
     "gradient_loss",
     "local_ncc",
+    "mind_ssc",
+    "mind_ssc_loss",
     "mse",
     "one_hot_labels",
     "soft_dice_loss",

@@ -16,6 +16,7 @@ from torch import nn
 
 from monai_vmorph.keys import FIXED_IMAGE, FIXED_LABEL, MOVING_IMAGE, MOVING_LABEL
 from monai_vmorph.losses.dice import one_hot_labels, soft_dice_loss
+from monai_vmorph.losses.mind import mind_ssc_loss
 from monai_vmorph.losses.regularisation import gradient_loss
 from monai_vmorph.losses.similarity import local_ncc, mse
 from monai_vmorph.networks.blocks.warp import warp
@@ -24,7 +25,7 @@ from monai_vmorph.networks.nets.voxelmorph import RegistrationResult
 __all__ = ["SIMILARITY_LOSSES", "RegistrationLoss"]
 
 #: Image similarity terms selectable by name.
-SIMILARITY_LOSSES = ("ncc", "mse")
+SIMILARITY_LOSSES = ("ncc", "mse", "mind")
 
 
 def _weight(value: float, name: str) -> float:
@@ -43,7 +44,8 @@ class RegistrationLoss(nn.Module):
     :class:`~monai_vmorph.engines.PrepareRegistrationBatch`.
 
     Args:
-        similarity: ``"ncc"`` (local NCC, voxelmorph's default for MRI) or ``"mse"``.
+        similarity: ``"ncc"`` (local NCC, voxelmorph's default for MRI), ``"mse"`` or ``"mind"`` (squared
+            difference of MIND-SSC descriptors, :mod:`monai_vmorph.losses.mind`, for pairs of different contrasts).
         smoothness_weight: λ, weight of the gradient (diffusion) regulariser.
         smoothness_penalty: ``"l2"`` or ``"l1"`` on the field's forward differences.
         loss_mult: multiplier of the smoothness term (voxelmorph uses ``int_downsize``).
@@ -86,9 +88,12 @@ class RegistrationLoss(nn.Module):
         #: the last call's terms (detached floats), for logging
         self.last_terms: dict[str, float] = {}
 
-    def _similarity(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def similarity_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The similarity term alone (lower is better) of ``pred`` against ``target``, ``(B, C, *S)`` each."""
         if self.similarity == "ncc":
             return local_ncc(pred, target, self.ncc_window)
+        if self.similarity == "mind":
+            return mind_ssc_loss(pred, target)
         return mse(pred, target)
 
     def forward(self, result: RegistrationResult, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -96,9 +101,9 @@ class RegistrationLoss(nn.Module):
         for key in (MOVING_IMAGE, FIXED_IMAGE):
             if key not in targets:
                 raise ValueError(f"targets must hold {key!r}, got keys {sorted(targets)}.")
-        terms = {"similarity": self._similarity(result.warped, targets[FIXED_IMAGE])}
+        terms = {"similarity": self.similarity_term(result.warped, targets[FIXED_IMAGE])}
         if result.warped_fixed is not None and self.bidirectional_weight > 0:
-            terms["similarity_inverse"] = self.bidirectional_weight * self._similarity(
+            terms["similarity_inverse"] = self.bidirectional_weight * self.similarity_term(
                 result.warped_fixed, targets[MOVING_IMAGE]
             )
         if self.smoothness_weight > 0:

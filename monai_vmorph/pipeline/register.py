@@ -36,13 +36,15 @@ from monai_vmorph.engines.refine import refine_registration
 from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS, RefinePreset, refine_multilevel
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import displacement_at_points, native_displacement, network_grid, resample, warp_physical
+from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distances, sdlogj, tre_summary
-from monai_vmorph.networks import invert_ddf
+from monai_vmorph.networks import RegistrationResult, VoxelMorph, invert_ddf, warp
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
+from monai_vmorph.pipeline.auto_similarity import choose_similarity
 from monai_vmorph.pipeline.model import BundleModel
 from monai_vmorph.pipeline.provenance import provenance
 from monai_vmorph.pipeline.scan import NativeScan
-from monai_vmorph.transforms import INTENSITY_PERCENTILES
+from monai_vmorph.transforms import INTENSITY_PERCENTILES, match_contrast
 
 __all__ = [
     "PairResult",
@@ -83,6 +85,15 @@ class PairResult:
     net_ddf: np.ndarray
     metrics: dict = field(default_factory=dict)
     inverse_displacement: np.ndarray | None = None
+
+
+#: Further rounds of contrast mapping and network registration after the first, for a contrast-mapped pair.
+CONTRAST_ROUNDS = 1
+
+#: Relative size of each similarity's values and gradients (local NCC's as 1), by which the smoothness weight of a
+#: bundle trained with one similarity is rescaled for another (:func:`similarity_loss`); measured in
+#: ``benchmarks/bench_accuracy.py``.
+SMOOTHNESS_SCALE = {"ncc": 1.0, "mse": 1.0, "mind": 0.1}
 
 
 def normalise_intensity(array: np.ndarray) -> np.ndarray:
@@ -154,6 +165,53 @@ def landmark_tre(
     }
 
 
+def similarity_loss(loss: RegistrationLoss, similarity: str) -> RegistrationLoss:
+    """``loss`` (a bundle's training loss) with its similarity term replaced by ``similarity``.
+
+    The smoothness penalty keeps its form; its weight is scaled by :data:`SMOOTHNESS_SCALE` of the similarity, so
+    that the balance of the two terms is the one the bundle chose for its own similarity (MIND-SSC's squared
+    differences are about a tenth of local NCC's values and gradients).
+    """
+    if similarity == loss.similarity:
+        return loss
+    scale = SMOOTHNESS_SCALE.get(similarity, 1.0) / SMOOTHNESS_SCALE.get(loss.similarity, 1.0)
+    return RegistrationLoss(
+        similarity=similarity,
+        smoothness_weight=loss.smoothness_weight * scale,
+        smoothness_penalty=loss.smoothness_penalty,
+        loss_mult=loss.loss_mult,
+        ncc_window=loss.ncc_window,
+    )
+
+
+def network_or_affine(
+    model: VoxelMorph, moving: torch.Tensor, fixed: torch.Tensor, result: RegistrationResult, loss: RegistrationLoss
+) -> tuple[RegistrationResult, dict]:
+    """The network's ``result`` if it improves the similarity of ``loss`` on the pair, else the affine stage's.
+
+    Both are compared by the same similarity term on the same (network) grid: the moving image as the affine stage
+    left it (a zero velocity) against the network's warped image. The network is a prior that is used only where it
+    helps: on a contrast it never saw it can move tissue to the wrong places, and then the deformable stage starts
+    from the affine alignment instead.
+
+    Returns:
+        The result to start from (or to return, without refinement) and ``{"initialisation": "network" |
+        "affine", "similarity_affine": s_a, "similarity_network": s_n}`` (lower is better).
+    """
+    with torch.no_grad():
+        affine = model.from_velocity(moving, fixed, torch.zeros_like(result.velocity))
+        scores = {
+            name: float(loss.similarity_term(r.warped, fixed)) for name, r in (("affine", affine), ("network", result))
+        }
+    use_network = scores["network"] < scores["affine"]
+    record = {
+        "initialisation": "network" if use_network else "affine",
+        "similarity_affine": scores["affine"],
+        "similarity_network": scores["network"],
+    }
+    return (result if use_network else affine), record
+
+
 def _network_inverse(model, moving: torch.Tensor, fixed: torch.Tensor, result) -> torch.Tensor:
     """``(1, ndim, *S_net)`` inverse of ``result.ddf`` by fixed-point iteration, started from the model's
     ``exp(-v)`` when it integrates a velocity (then only the integration's discretisation error is left to remove)."""
@@ -179,6 +237,7 @@ def register_pair(
     inverse: bool = False,
     fixed_landmarks: np.ndarray | None = None,
     moving_landmarks: np.ndarray | None = None,
+    similarity: str = "auto",
 ) -> PairResult:
     """Register ``moving`` to ``fixed``: affine stage, ``bundle``'s network (and ``refine`` steps), one field back.
 
@@ -201,6 +260,10 @@ def register_pair(
             (:func:`monai_vmorph.io.read_landmarks`); with ``moving_landmarks``, their corresponding points on the
             moving scan, ``metrics["tre_mm"]`` holds the target registration error before, after the affine stage
             and after (:func:`landmark_tre`).
+        similarity: the deformable stage's similarity, one of
+            :data:`~monai_vmorph.pipeline.auto_similarity.DEFORMABLE_SIMILARITIES` (``"auto"``: chosen per pair,
+            :func:`~monai_vmorph.pipeline.auto_similarity.choose_similarity`). It also decides whether the network's
+            field is used (:func:`network_or_affine`).
 
     Returns:
         :class:`PairResult`; conventions of the steps in this module's docstring.
@@ -226,9 +289,19 @@ def register_pair(
     net_moving = resample(normalise_intensity(moving.array), placed, shape, net_affine)
     m = torch.as_tensor(net_moving, device=device)[None, None]
     f = torch.as_tensor(net_fixed, device=device)[None, None]
+    original = m
+    choice, m = choose_similarity(m, f, similarity)  # m: contrast-mapped where that makes the pair one contrast
+    loss = similarity_loss(bundle.loss, choice.similarity)
+    metrics["similarity"] = choice._asdict()
     with torch.no_grad():
         result = bundle.model(m, f)
+        for _ in range(CONTRAST_ROUNDS if choice.contrast_mapped else 0):
+            # re-estimate the mapping from the registered pair (closer alignment: a sharper mapping), register again
+            m = match_contrast(original, f, aligned=warp(original, result.ddf))
+            result = bundle.model(m, f)
         metrics["loss_network"] = float(bundle.loss(result, {"moving_image": m, "fixed_image": f}))
+    result, prior = network_or_affine(bundle.model, m, f, result, loss)
+    metrics.update(prior)
     metrics["seconds_network"] = time.perf_counter() - tick
     if preset.levels:
         tick = time.perf_counter()
@@ -240,9 +313,7 @@ def register_pair(
                 factor = preset.levels[level].factor
                 progress(done[0], loss, f"level {level + 1}/{len(preset.levels)} (1/{factor})")
 
-        refined = refine_multilevel(
-            bundle.model, m, f, bundle.loss, **preset.kwargs(), initial=result, callback=on_step
-        )
+        refined = refine_multilevel(bundle.model, m, f, loss, **preset.kwargs(), initial=result, callback=on_step)
         result = refined.result
         metrics["loss_refined"] = refined.levels[-1].final_loss
         metrics["refine_levels"] = [record._asdict() for record in refined.levels]
@@ -250,7 +321,7 @@ def register_pair(
     if refine > 0:
         tick = time.perf_counter()
         refined = refine_registration(
-            bundle.model, m, f, bundle.loss, steps=refine, lr=refine_lr, initial=result, callback=progress
+            bundle.model, m, f, loss, steps=refine, lr=refine_lr, initial=result, callback=progress
         )
         result = refined.result
         metrics["loss_refined"] = refined.losses[-1]

@@ -160,3 +160,10 @@ def test_the_command_lines_affine_choices_are_the_pipelines_modes():
     from monai_vmorph.pipeline import AFFINE_MODES
 
     assert AFFINE_CHOICES == AFFINE_MODES
+
+
+def test_the_command_lines_similarity_choices_are_the_pipelines():
+    from monai_vmorph.cli.main import SIMILARITY_CHOICES
+    from monai_vmorph.pipeline.auto_similarity import DEFORMABLE_SIMILARITIES
+
+    assert SIMILARITY_CHOICES == DEFORMABLE_SIMILARITIES
