@@ -1,6 +1,7 @@
 """Accuracy and time per pair of our VoxelMorph model against classical registration, on the embedded 3D brains.
 
-Two tasks on ``data/brain_3d`` (four T1 brains with CSF/GM/WM labels on one 2 mm MNI grid):
+Tasks on ``data/brain_3d`` (four T1 brains with CSF/GM/WM labels on one 2 mm MNI grid): S and I below, A (not
+pre-aligned, ``accuracy_task_a.py``) and C (Task I's pairs with a T2-like moving scan, ``accuracy_task_c.py``).
 
 * **S (synthetic):** each subject (image and labels) is warped by a known random smooth diffeomorphic field
   (:class:`~monai_vmorph.transforms.RandSyntheticPaird`: ``fixed(x) = moving(x + u(x))``, largest velocity
@@ -92,6 +93,7 @@ from monai_vmorph.precision import PRECISIONS, emulate_reduced_precision, precis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy_task_a as task_a
+import accuracy_task_c as task_c
 from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the tests)
     NotAvailable,
     Pair,
@@ -118,7 +120,7 @@ METHODS = (
     "sitk-affine-demons",
     "elastix-bspline",
 )
-TASKS = {"S": "synthetic", "I": "inter-subject", "A": "affine + warp, not pre-aligned"}
+TASKS = {"S": "synthetic", "I": "inter-subject", "A": "affine + warp, not pre-aligned", "C": "cross-contrast"}
 LABELS = (1, 2, 3)
 NA = "not available"
 
@@ -507,7 +509,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of: {' '.join(METHODS)}")
     parser.add_argument(
-        "--tasks", nargs="+", default=list(TASKS), help="S (synthetic), I (inter-subject), A (affine + warp)"
+        "--tasks", nargs="+", default=list(TASKS), help="S (synthetic), I (inter-subject), A, C (cross-contrast)"
     )
     parser.add_argument("--pairs-per-subject", type=int, default=1, help="synthetic pairs per subject (tasks S, A)")
     parser.add_argument("--all-pairs", action="store_true", help="task I: all 12 ordered pairs, not registration_val")
@@ -526,7 +528,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--methods: unknown {' '.join(unknown)}; choose from {' '.join(METHODS)}")
     if any(t not in TASKS for t in args.tasks):
-        parser.error("--tasks takes S (synthetic), I (inter-subject) and/or A (affine + warp)")
+        parser.error("--tasks takes S (synthetic), I (inter-subject), A (affine + warp) and/or C (cross-contrast)")
     for option, value, low in (("--pairs-per-subject", args.pairs_per_subject, 1), ("--refine", args.refine, 1)):
         if value < low:
             parser.error(f"{option} must be >= {low}")
@@ -590,6 +592,7 @@ def main(argv: list[str] | None = None) -> None:
             pairs = make(subjects, 1 if args.quick else args.pairs_per_subject, args.seed)
         else:
             pairs = inter_subject_pairs(dataset, args.all_pairs and not args.quick)
+            pairs = task_c.task_c_pairs(pairs, args.seed) if task == "C" else pairs
         run_task(task, pairs[:1] if args.quick else pairs, methods)
 
 

@@ -9,9 +9,11 @@ finer grid, so the network's fine detail is kept. Only the field is optimised, n
 the result is the model's own output for the final velocity (:meth:`VoxelMorph.from_velocity`), so it is
 integrated by scaling and squaring (diffeomorphic) exactly like the network's.
 
-A level's loss is the model's training loss on that level's images: local NCC (with the fixed image's window
+A level's loss is the given loss on that level's images: local NCC (with the fixed image's window
 statistics computed once per level, :func:`~monai_vmorph.losses.ncc_target_statistics`, and an analytic
-gradient) or MSE, plus ``smoothness_weight * loss_mult`` times the Grad penalty of the velocity on its grid.
+gradient), MSE, or MIND-SSC (the fixed image's descriptor computed once per level, the warped moving image's at
+every step, :mod:`monai_vmorph.losses.mind`), plus ``smoothness_weight * loss_mult`` times the Grad penalty of the
+velocity on its grid.
 The Grad penalty of a smooth field does not depend on the grid (differences of voxel-unit values between
 neighbours are the dimensionless gradient), so every level optimises the same objective seen at a coarser
 resolution. Coarse levels may integrate with fewer scaling-and-squaring steps (``integration_steps``): the
@@ -22,7 +24,8 @@ network's.
 Each level's loss is evaluated on the box where the fixed image or the moving image warped by the level's starting
 field has signal, widened by the NCC window and a margin (``_Level.focus``): around a skull-stripped, resampled scan
 both images are exactly zero, where the similarity and its gradient are zero, so the value is the whole grid's
-with fewer voxels per step (the whole grid when the images have signal everywhere).
+with fewer voxels per step (the whole grid when the images have signal everywhere). For MIND-SSC the value is that of
+the box itself: its descriptor normalises by the mean patch variance over the image it is given, here the box.
 
 Everything is deterministic for a fixed input (no random numbers; the same operations in the same order), so
 two runs stop after the same number of steps with the same field.

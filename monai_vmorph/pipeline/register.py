@@ -38,7 +38,7 @@ from monai_vmorph.errors import UserError
 from monai_vmorph.io import displacement_at_points, native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distances, sdlogj, tre_summary
-from monai_vmorph.networks import RegistrationResult, VoxelMorph, invert_ddf, warp
+from monai_vmorph.networks import RegistrationResult, invert_ddf, warp
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.auto_similarity import choose_similarity
 from monai_vmorph.pipeline.model import BundleModel
@@ -185,7 +185,7 @@ def similarity_loss(loss: RegistrationLoss, similarity: str) -> RegistrationLoss
 
 
 def network_or_affine(
-    model: VoxelMorph, moving: torch.Tensor, fixed: torch.Tensor, result: RegistrationResult, loss: RegistrationLoss
+    moving: torch.Tensor, fixed: torch.Tensor, result: RegistrationResult, loss: RegistrationLoss
 ) -> tuple[RegistrationResult, dict]:
     """The network's ``result`` if it improves the similarity of ``loss`` on the pair, else the affine stage's.
 
@@ -199,7 +199,8 @@ def network_or_affine(
         "affine", "similarity_affine": s_a, "similarity_network": s_n}`` (lower is better).
     """
     with torch.no_grad():
-        affine = model.from_velocity(moving, fixed, torch.zeros_like(result.velocity))
+        # the zero field: the moving image as the affine stage left it (a zero displacement warps to the input)
+        affine = RegistrationResult(moving.clone(), torch.zeros_like(result.ddf), torch.zeros_like(result.velocity))
         scores = {
             name: float(loss.similarity_term(r.warped, fixed)) for name, r in (("affine", affine), ("network", result))
         }
@@ -300,7 +301,7 @@ def register_pair(
             m = match_contrast(original, f, aligned=warp(original, result.ddf))
             result = bundle.model(m, f)
         metrics["loss_network"] = float(bundle.loss(result, {"moving_image": m, "fixed_image": f}))
-    result, prior = network_or_affine(bundle.model, m, f, result, loss)
+    result, prior = network_or_affine(m, f, result, loss)
     metrics.update(prior)
     metrics["seconds_network"] = time.perf_counter() - tick
     if preset.levels:

@@ -51,7 +51,7 @@ def test_terms_add_up_to_the_documented_objective():
 
 
 def test_bad_configuration_values_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"similarity must be one of \['ncc', 'mse'\], got 'ssim'"):
+    with pytest.raises(ValueError, match=r"similarity must be one of \['ncc', 'mse', 'mind'\], got 'ssim'"):
         RegistrationLoss("ssim")
     with pytest.raises(ValueError, match="smoothness_weight must be a finite number >= 0, got -1"):
         RegistrationLoss(smoothness_weight=-1)

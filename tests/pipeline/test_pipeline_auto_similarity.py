@@ -104,7 +104,7 @@ def test_the_network_is_used_only_where_it_improves_the_similarity(shift, expect
     model = VoxelMorph(3, backbone=_ConstantField(shift), integration_steps=0, int_downsize=1, pad_divisor=1).eval()
     with torch.no_grad():
         result = model(moving, fixed)
-    chosen, record = network_or_affine(model, moving, fixed, result, RegistrationLoss("ncc"))
+    chosen, record = network_or_affine(moving, fixed, result, RegistrationLoss("ncc"))
     assert record["initialisation"] == expected
     better = record["similarity_network"] < record["similarity_affine"]
     assert better == (expected == "network")
