@@ -74,7 +74,7 @@ def _smooth(image: torch.Tensor) -> torch.Tensor:
 
 
 def intensity_correlation(moving: torch.Tensor, fixed: torch.Tensor) -> float:
-    """Pearson correlation of the smoothed images over the voxels where either has signal (``(1, 1, *S)`` each)."""
+    """Pearson correlation of the smoothed images over the voxels where both have signal (``(1, 1, *S)`` each)."""
     a, b = _smooth(moving.double()).flatten(), _smooth(fixed.double()).flatten()
     signal = (a > SIGNAL_THRESHOLD) & (b > SIGNAL_THRESHOLD)
     if int(signal.sum()) < 2:

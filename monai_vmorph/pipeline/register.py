@@ -276,14 +276,14 @@ def register_pair(
             raise UserError(f"refinement preset {preset!r} is not one of {sorted(REFINE_PRESETS)}")
         preset = REFINE_PRESETS[preset]
     start = time.perf_counter()
-    metrics: dict = {"provenance": provenance(bundle.model, bundle.weights, next(bundle.model.parameters()).device)}
+    device = next(bundle.model.parameters()).device
+    metrics: dict = {"provenance": provenance(bundle.model, bundle.weights, device)}
     aligned = affine_register(fixed.array, fixed.affine, moving.array, moving.affine, mode=affine)
     matrix = np.asarray(aligned.matrix, dtype=np.float64)
     metrics["affine"] = {"mode": affine, "matrix": matrix.tolist(), "levels": aligned.levels}
     metrics["seconds_affine"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    device = next(bundle.model.parameters()).device
     shape, net_affine = network_grid(fixed.array.shape, fixed.affine, bundle.pixdim, bundle.spatial_size)
     net_fixed = resample(normalise_intensity(fixed.array), fixed.affine, shape, net_affine)
     placed = aligned_moving_affine(matrix, moving.affine)

@@ -261,9 +261,7 @@ class VoxelMorph(nn.Module):
             field = self.backbone(x)
         else:
             field = self._eager_backbone(x)
-        expected = [x.shape[0], self.spatial_dims]
-        for n in padded_shape:
-            expected.append(n // self.output_stride)
+        expected = self._field_shape(x.shape[0], padded_shape, self.output_stride)
         if list(field.shape) != expected:
             raise ValueError(f"the backbone must return a field of shape {expected}, got {list(field.shape)}.")
         int_shape = [n // self.int_downsize for n in padded_shape]
@@ -284,6 +282,13 @@ class VoxelMorph(nn.Module):
         with full_precision(field.device):
             velocity = resize_field(field.to(moving.dtype), int_shape)
         return self.from_velocity(moving, fixed, velocity)
+
+    def _field_shape(self, batch: int, padded_shape: list[int], stride: int) -> list[int]:
+        """``[batch, ndim, *(padded_shape / stride)]``: the shape of a field on the padded grid at ``1 / stride``."""
+        shape = [batch, self.spatial_dims]
+        for n in padded_shape:
+            shape.append(n // stride)
+        return shape
 
     def padded_shape(self, shape: list[int]) -> list[int]:
         """The grid the backbone runs on for an input of spatial ``shape``: padded up to ``pad_divisor``."""
@@ -310,9 +315,7 @@ class VoxelMorph(nn.Module):
         """:meth:`from_velocity` in the current precision (TorchScript has no autocast to switch off)."""
         shape = list(moving.shape[2:])
         padded_shape = self.padded_shape(shape)
-        expected = [moving.shape[0], self.spatial_dims]
-        for n in padded_shape:
-            expected.append(n // self.int_downsize)
+        expected = self._field_shape(moving.shape[0], padded_shape, self.int_downsize)
         if list(velocity.shape) != expected:
             raise ValueError(f"velocity must have shape {expected} for this input, got {list(velocity.shape)}.")
         ddf = self._to_ddf(velocity, padded_shape, shape)
