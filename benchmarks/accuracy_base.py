@@ -30,6 +30,7 @@ class Pair:
     moving_labels: np.ndarray
     ddf_true: torch.Tensor | None = None
     aligned: bool = True  # False: the scans are not pre-aligned (task A)
+    cross_contrast: bool = False  # the two scans have different contrasts (task C)
 
 
 @dataclass
@@ -117,3 +118,32 @@ def inter_subject_pairs(dataset: dict, all_pairs: bool) -> list[Pair]:
         scans = read_scan(fixed, "fixed"), read_scan(moving, "moving")
         pairs.append(Pair(name, *scans, _labels_of(fixed_labels), _labels_of(moving_labels)))
     return pairs
+
+
+class Method:
+    """``prepare()`` once (untimed, may raise :class:`NotAvailable`), then ``run(pair)`` -> voxel DDF (timed)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def prepare(self) -> None:
+        return None
+
+    def run(self, pair: Pair) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, pair: Pair, ddf: torch.Tensor) -> str | None:
+        """Optional note after the first pair (untimed)."""
+        return None
+
+    def _image(self, array: np.ndarray, affine: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def images(self, pair: Pair) -> tuple:
+        """The pair's fixed and moving images in the method's own image type (``_image``)."""
+        return self._image(pair.fixed.array, pair.fixed.affine), self._image(pair.moving.array, pair.moving.affine)
+
+
+class Identity(Method):
+    def run(self, pair: Pair) -> torch.Tensor:
+        return torch.zeros((1, 3, *pair.fixed.array.shape))

@@ -48,5 +48,5 @@ def task_c_pairs(pairs: list, seed: int) -> list:
     out = []
     for k, pair in enumerate(pairs):
         moving = t2_like(pair.moving_labels, pair.moving.affine, np.random.default_rng(seed + k))
-        out.append(dataclasses.replace(pair, name=f"{pair.name} (T2-like)", moving=moving))
+        out.append(dataclasses.replace(pair, name=f"{pair.name} (T2-like)", moving=moving, cross_contrast=True))
     return out

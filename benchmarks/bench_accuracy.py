@@ -34,13 +34,15 @@ Methods:
   the identity). Its forward warp ``1Warp.nii.gz`` (ITK displacement field, LPS mm) is read with
   :func:`monai_vmorph.io.read_itk_displacement`; on the first pair the labels warped by that converted field are
   compared with ``ants.apply_transforms(interpolator="nearestNeighbor")`` and the agreement printed.
-* ``sitk-demons``: SimpleITK ``DiffeomorphicDemonsRegistrationFilter`` after histogram matching of the moving
-  image to the fixed one, symmetric gradient, field smoothing std 1.5 voxels, 100 iterations at the full
-  resolution preceded by 100 at half resolution (the field is carried over).
+* ``sitk-demons``: SimpleITK ``DiffeomorphicDemonsRegistrationFilter`` after histogram matching, symmetric
+  gradient, field smoothing 1.5 voxels, 100 iterations at half then 100 at full resolution.
 * ``elastix-bspline``: itk-elastix with ``GetDefaultParameterMap("bspline")`` (4 resolutions x 256 iterations,
   Mattes MI + bending energy, final grid spacing 10 mm), only ``WriteResultImage`` off (output only); the field
   from ``itk.transformix_deformation_field``. Its threads are ITK's global default (``number_of_threads=``
   crashes itk-elastix 0.25.4).
+
+* ``greedy`` / ``convexadam``: the strongest peers (``accuracy_peers.py``): picsl-greedy's affine then deformable
+  runs as the Greedy manual suggests (NMI across contrasts), and ``convex_adam_pt`` with its defaults (MIND).
 
 ``--quick`` (smoke run, not for numbers): the first synthetic pair and the first ``registration_val`` pair only,
 ``ours+refine`` 5 steps, demons 20 iterations at full resolution only, ants-syn 10x5x0 iterations, elastix
@@ -92,9 +94,12 @@ from monai_vmorph.pipeline import BundleModel
 from monai_vmorph.precision import PRECISIONS, emulate_reduced_precision, precision_dtype, resolve_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_peers
 import accuracy_task_a as task_a
 import accuracy_task_c as task_c
 from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the tests)
+    Identity,
+    Method,
     NotAvailable,
     Pair,
     Settings,
@@ -116,6 +121,8 @@ METHODS = (
     "ours+refine",
     "affine-only",
     "ants-syn",
+    "greedy",
+    "convexadam",
     "sitk-demons",
     "sitk-affine-demons",
     "elastix-bspline",
@@ -126,35 +133,6 @@ NA = "not available"
 
 
 # --------------------------------------------------------------------------------------------- methods
-class Method:
-    """``prepare()`` once (untimed, may raise :class:`NotAvailable`), then ``run(pair)`` -> voxel DDF (timed)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def prepare(self) -> None:
-        return None
-
-    def run(self, pair: Pair) -> torch.Tensor:
-        raise NotImplementedError
-
-    def check(self, pair: Pair, ddf: torch.Tensor) -> str | None:
-        """Optional note after the first pair (untimed)."""
-        return None
-
-    def _image(self, array: np.ndarray, affine: np.ndarray) -> object:
-        raise NotImplementedError
-
-    def images(self, pair: Pair) -> tuple:
-        """The pair's fixed and moving images in the method's own image type (``_image``)."""
-        return self._image(pair.fixed.array, pair.fixed.affine), self._image(pair.moving.array, pair.moving.affine)
-
-
-class Identity(Method):
-    def run(self, pair: Pair) -> torch.Tensor:
-        return torch.zeros((1, 3, *pair.fixed.array.shape))
-
-
 class Ours(Method):
     """``register_pair`` with the shipped bundle's weights (``--weights``), or with a ready ``bundle`` model.
 
@@ -377,6 +355,15 @@ def build_method(name: str, settings: Settings) -> Method:
     if name in ("affine-only", "sitk-affine-demons"):
         base = {"Method": Method, "SitkDemons": SitkDemons, "on_fixed_grid": _on_fixed_grid}
         return task_a.make_methods(base)[name](settings)
+    if name in ("greedy", "convexadam"):
+        base = {
+            "Method": Method,
+            "NotAvailable": NotAvailable,
+            "on_fixed_grid": _on_fixed_grid,
+            "ddf_to_ras": ddf_to_ras,
+            "affine_displacement_ras": task_a.affine_displacement_ras,
+        }
+        return accuracy_peers.make_peer_methods(base)[name](settings)
     return {
         "identity": lambda: Identity(settings),
         "ours-fast": lambda: Ours(settings, 0, preset="fast", affine="affine"),

@@ -38,15 +38,18 @@ from monai_vmorph.errors import UserError
 from monai_vmorph.io import displacement_at_points, native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distances, sdlogj, tre_summary
-from monai_vmorph.networks import RegistrationResult, invert_ddf, warp
+from monai_vmorph.networks import RegistrationResult, integrate_velocity, invert_ddf, warp
+from monai_vmorph.optimisation.deformable import DeformableSettings
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.auto_similarity import choose_similarity
+from monai_vmorph.pipeline.deformable import network_velocity, run_deformable_stage
 from monai_vmorph.pipeline.model import BundleModel
 from monai_vmorph.pipeline.provenance import provenance
 from monai_vmorph.pipeline.scan import NativeScan
 from monai_vmorph.transforms import INTENSITY_PERCENTILES, match_contrast
 
 __all__ = [
+    "PRESETS",
     "PairResult",
     "dice_per_label",
     "inverse_native_displacement",
@@ -94,6 +97,24 @@ CONTRAST_ROUNDS = 1
 #: bundle trained with one similarity is rescaled for another (:func:`similarity_loss`); measured in
 #: ``benchmarks/bench_accuracy.py``.
 SMOOTHNESS_SCALE = {"ncc": 1.0, "mse": 1.0, "mind": 0.1}
+
+#: What follows the network, by name: ``"default"``, the deformable stage on the fixed scan's own grid
+#: (:mod:`monai_vmorph.pipeline.deformable`); ``"fast"``, nothing (the network alone); ``"network-grid"``, the
+#: coarse-to-fine refinement on the network's grid that the bundles' inference runs
+#: (``REFINE_PRESETS["default"]`` of :mod:`monai_vmorph.engines.refine_multilevel`).
+PRESETS: dict[str, DeformableSettings | RefinePreset] = {
+    "default": DeformableSettings(),
+    "fast": REFINE_PRESETS["fast"],
+    "network-grid": REFINE_PRESETS["default"],
+}
+
+
+def preset_iterations(preset: str | DeformableSettings | RefinePreset) -> int:
+    """The largest number of steps the preset ``preset`` runs (for progress bars)."""
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    if isinstance(preset, DeformableSettings):
+        return sum(level.iterations for level in preset.levels)
+    return sum(level.max_steps for level in preset.levels)
 
 
 def normalise_intensity(array: np.ndarray) -> np.ndarray:
@@ -213,6 +234,15 @@ def network_or_affine(
     return (result if use_network else affine), record
 
 
+def native_folding(displacement: np.ndarray, fixed_affine: np.ndarray) -> dict[str, float]:
+    """Folding (% of voxels with ``det J <= 0``) and SDlogJ of the whole transform written on the fixed grid
+    (``displacement``: ``(*S, ndim)`` RAS mm; the affine part's constant ``log det`` leaves SDlogJ unchanged)."""
+    ndim = displacement.shape[-1]
+    to_voxels = torch.as_tensor(np.linalg.inv(np.asarray(fixed_affine)[:ndim, :ndim]), dtype=torch.float32)
+    ddf = (torch.as_tensor(displacement, dtype=torch.float32) @ to_voxels.T).movedim(-1, 0)[None]
+    return {"folding_percent": 100.0 * float(folding_fraction(ddf)), "sdlogj": float(sdlogj(ddf))}
+
+
 def _network_inverse(model, moving: torch.Tensor, fixed: torch.Tensor, result) -> torch.Tensor:
     """``(1, ndim, *S_net)`` inverse of ``result.ddf`` by fixed-point iteration, started from the model's
     ``exp(-v)`` when it integrates a velocity (then only the integration's discretisation error is left to remove)."""
@@ -234,7 +264,8 @@ def register_pair(
     progress: Callable[..., None] | None = None,
     *,
     affine: str = "affine",
-    preset: str | RefinePreset = "default",
+    preset: str | RefinePreset | DeformableSettings = "default",
+    resolution: float | None = None,
     inverse: bool = False,
     fixed_landmarks: np.ndarray | None = None,
     moving_landmarks: np.ndarray | None = None,
@@ -253,9 +284,11 @@ def register_pair(
         progress: ``progress(step, loss, stage)`` after each refinement step (``step`` counts across the levels;
             ``stage`` names the level, e.g. ``"level 2/3 (1/2)"``).
         affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
-        preset: the refinement after the network: a name in
-            :data:`~monai_vmorph.engines.refine_multilevel.REFINE_PRESETS` (``"default"``, ``"fast"`` = none) or a
-            :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset`.
+        preset: what follows the network: a name in :data:`PRESETS`, a
+            :class:`~monai_vmorph.optimisation.deformable.DeformableSettings` (the deformable stage on the fixed
+            scan's own grid) or a :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset` (refinement on the
+            network grid).
+        resolution: the deformable stage's voxel size in mm (``None``: the fixed scan's own).
         inverse: also compute the inverse transform on the moving grid (``inverse_displacement``).
         fixed_landmarks: ``(N, ndim)`` world points (RAS mm) on the fixed scan
             (:func:`monai_vmorph.io.read_landmarks`); with ``moving_landmarks``, their corresponding points on the
@@ -272,9 +305,11 @@ def register_pair(
     if affine not in AFFINE_MODES:
         raise UserError(f"affine mode {affine!r} is not one of {list(AFFINE_MODES)}")
     if isinstance(preset, str):
-        if preset not in REFINE_PRESETS:
-            raise UserError(f"refinement preset {preset!r} is not one of {sorted(REFINE_PRESETS)}")
-        preset = REFINE_PRESETS[preset]
+        if preset not in PRESETS:
+            raise UserError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
+        preset = PRESETS[preset]
+    if resolution is not None and not (isinstance(resolution, (int, float)) and 0 < resolution < float("inf")):
+        raise UserError(f"resolution must be a positive number of mm, got {resolution!r}")
     start = time.perf_counter()
     device = next(bundle.model.parameters()).device
     metrics: dict = {"provenance": provenance(bundle.model, bundle.weights, device)}
@@ -285,9 +320,10 @@ def register_pair(
 
     tick = time.perf_counter()
     shape, net_affine = network_grid(fixed.array.shape, fixed.affine, bundle.pixdim, bundle.spatial_size)
-    net_fixed = resample(normalise_intensity(fixed.array), fixed.affine, shape, net_affine)
+    fixed_normalised, moving_normalised = normalise_intensity(fixed.array), normalise_intensity(moving.array)
+    net_fixed = resample(fixed_normalised, fixed.affine, shape, net_affine)
     placed = aligned_moving_affine(matrix, moving.affine)
-    net_moving = resample(normalise_intensity(moving.array), placed, shape, net_affine)
+    net_moving = resample(moving_normalised, placed, shape, net_affine)
     m = torch.as_tensor(net_moving, device=device)[None, None]
     f = torch.as_tensor(net_fixed, device=device)[None, None]
     original = m
@@ -304,7 +340,7 @@ def register_pair(
     result, prior = network_or_affine(m, f, result, loss)
     metrics.update(prior)
     metrics["seconds_network"] = time.perf_counter() - tick
-    if preset.levels:
+    if isinstance(preset, RefinePreset) and preset.levels:
         tick = time.perf_counter()
         done = [0]
 
@@ -328,14 +364,41 @@ def register_pair(
         metrics["loss_refined"] = refined.losses[-1]
         metrics["refine_steps"] = refine
         metrics["seconds_refine"] = time.perf_counter() - tick
-    ddf = result.ddf.detach().float()
-    metrics["folding_percent"] = 100.0 * float(folding_fraction(ddf))
-    metrics["sdlogj"] = float(sdlogj(ddf))
-    net_ddf = ddf[0].cpu().numpy()
+    field_ddf, field_affine, stage_velocity = result.ddf.detach().float(), net_affine, None
+    if isinstance(preset, DeformableSettings):
+        tick = time.perf_counter()
+        done = [0]
+
+        def on_iteration(level: int, iteration: int, value: float) -> None:
+            done[0] += 1
+            if progress is not None:
+                shrink = preset.levels[level].shrink
+                progress(done[0], value, f"level {level + 1}/{len(preset.levels)} (1/{shrink})")
+
+        use_network = prior["initialisation"] == "network"
+        stage = run_deformable_stage(
+            fixed_normalised,
+            fixed.affine,
+            moving_normalised,
+            placed,
+            choice.similarity,
+            choice.contrast_mapped,
+            preset,
+            resolution=resolution,
+            initial=network_velocity(bundle.model, result, list(shape)) if use_network else None,
+            net_affine=net_affine,
+            device=device,
+            callback=on_iteration,
+        )
+        field_ddf, field_affine, stage_velocity = stage.ddf, stage.grid.affine, stage.velocity
+        metrics["deformable"] = stage.metrics
+        metrics["seconds_deformable"] = time.perf_counter() - tick
+    net_ddf = result.ddf.detach().float()[0].cpu().numpy()
 
     tick = time.perf_counter()
     grid = (fixed.array.shape, fixed.affine)
-    displacement = native_displacement(net_ddf, net_affine, *grid, moving_net_affine=matrix @ net_affine)
+    displacement = native_displacement(field_ddf[0], field_affine, *grid, moving_net_affine=matrix @ field_affine)
+    metrics.update(native_folding(displacement, fixed.affine))
     warped = warp_physical(moving.array, moving.affine, *grid, displacement, "linear")
     warped_labels = None
     if moving_labels is not None:
@@ -352,8 +415,12 @@ def register_pair(
         metrics["tre_mm"] = landmark_tre(fixed_landmarks, moving_landmarks, matrix, displacement, fixed.affine)
     inverse_displacement = None
     if inverse:
-        w = _network_inverse(bundle.model, m, f, result)[0].cpu()
-        inverse_displacement = inverse_native_displacement(w, net_affine, matrix, moving.array.shape, moving.affine)
+        if stage_velocity is None:
+            w = _network_inverse(bundle.model, m, f, result)[0].cpu()
+        else:
+            start_w = integrate_velocity(-stage_velocity, preset.integration_steps)
+            w = invert_ddf(field_ddf, iterations=10, initial=start_w)[0].cpu()
+        inverse_displacement = inverse_native_displacement(w, field_affine, matrix, moving.array.shape, moving.affine)
         inverse_displacement = np.asarray(inverse_displacement, dtype=np.float32)
     metrics["seconds_native"] = time.perf_counter() - tick
     metrics["seconds"] = time.perf_counter() - start
