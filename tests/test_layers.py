@@ -1,5 +1,5 @@
-"""The package's layers point one way: ``io``, ``losses``, ``metrics``, ``networks`` and ``transforms`` import nothing
-from the layers above them (``data``, ``engines``, ``pipeline``, ``cli``)."""
+"""The package's layers point one way: ``io``, ``losses``, ``metrics``, ``networks``, ``transforms`` and the
+``optimisation`` above them import nothing from the layers above (``data``, ``engines``, ``pipeline``, ``cli``)."""
 
 import ast
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "monai_vmorph"
-LOWER = ("io", "losses", "metrics", "networks", "transforms")
+LOWER = ("io", "losses", "metrics", "networks", "transforms", "optimisation")
 UPPER = ("monai_vmorph.data", "monai_vmorph.engines", "monai_vmorph.pipeline", "monai_vmorph.cli")
 
 

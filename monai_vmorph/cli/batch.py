@@ -30,7 +30,7 @@ from monai_vmorph.keys import FIXED_IMAGE, FIXED_NAME, MOVING_IMAGE, MOVING_NAME
 __all__ = ["SETTINGS", "BatchRun", "PairResults", "distinct_provenance", "parse_shard", "shard_indices"]
 
 #: The options that must match for a stored pair result to be reused (with the refinement preset).
-SETTINGS = ("bundle", "weights", "affine", "similarity", "refine", "refine_lr", "precision", "split")
+SETTINGS = ("bundle", "weights", "affine", "similarity", "resolution", "refine", "refine_lr", "precision", "split")
 
 
 def distinct_provenance(rows: list[dict]) -> list[dict]:

@@ -38,8 +38,8 @@ __all__ = [
 
 
 def preset_of(args: argparse.Namespace) -> str:
-    """The refinement preset the options ask for: ``"fast"`` (the network alone) with ``--fast``, else
-    ``"default"`` (:data:`monai_vmorph.engines.refine_multilevel.REFINE_PRESETS`)."""
+    """The preset the options ask for: ``"fast"`` (the network alone) with ``--fast``, else ``"default"`` (the
+    deformable stage on the fixed scan's own grid; :data:`monai_vmorph.pipeline.register.PRESETS`)."""
     return "fast" if getattr(args, "fast", False) else "default"
 
 
@@ -47,9 +47,9 @@ def refine_progress(args: argparse.Namespace, desc: str = "refine") -> tuple[Cal
     """A ``(callback, bar)`` pair that shows the refinement's level, steps and loss on stderr (``(None, None)`` when
     ``--quiet`` or when nothing is refined). The bar's total is the preset's largest step count plus ``--refine``;
     levels that converge early end it sooner."""
-    from monai_vmorph.engines.refine_multilevel import REFINE_PRESETS
+    from monai_vmorph.pipeline.register import preset_iterations
 
-    steps = sum(level.max_steps for level in REFINE_PRESETS[preset_of(args)].levels) + args.refine
+    steps = preset_iterations(preset_of(args)) + args.refine
     if args.quiet or steps == 0:
         return None, None
     from tqdm.auto import tqdm
@@ -138,6 +138,7 @@ def register_listed_pair(
         fixed_labels,
         affine=args.affine,
         preset=preset_of(args),
+        resolution=getattr(args, "resolution", None),
         similarity=args.similarity,
         fixed_landmarks=landmarks[0],
         moving_landmarks=landmarks[1],
@@ -186,6 +187,7 @@ def run_register(args: argparse.Namespace) -> None:
         callback,
         affine=args.affine,
         preset=preset_of(args),
+        resolution=getattr(args, "resolution", None),
         similarity=args.similarity,
         inverse=args.inverse,
         fixed_landmarks=landmarks[0],

@@ -209,6 +209,7 @@ def run_report(args: argparse.Namespace) -> None:
         callback,
         affine=args.affine,
         preset=preset_of(args),
+        resolution=getattr(args, "resolution", None),
     )
     result = unaligned_view(result, moving)
     if bar is not None:

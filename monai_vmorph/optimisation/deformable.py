@@ -47,6 +47,7 @@ __all__ = [
     "DeformableLevel",
     "DeformableRecord",
     "DeformableSettings",
+    "exponential",
     "level_shape",
     "optimise_velocity",
     "smooth_resample",
@@ -82,13 +83,14 @@ class DeformableSettings:
         sigma_gradient: Gaussian sigma (mm) of the similarity's gradient (Greedy's first ``-s``, in mm).
         sigma_field: Gaussian sigma (mm) of the velocity after each update (Greedy's second ``-s``, in mm).
         ncc_window: local NCC window (odd, voxels of the level; Greedy's ``NCC 2x2x2`` is a radius 2, window 5).
-        integration_steps: scaling-and-squaring steps.
+        integration_steps: the most scaling-and-squaring steps; each integration takes the fewest that bring the
+            velocity's largest vector to at most half a voxel before squaring (:func:`exponential`).
         tol: a level stops early when its similarity improved by less than ``tol`` (relative) over ``window``
             iterations (``0``: every level runs all its iterations).
         window: iterations over which that improvement is measured.
     """
 
-    levels: tuple[DeformableLevel, ...] = (DeformableLevel(4, 100), DeformableLevel(2, 100), DeformableLevel(1, 40))
+    levels: tuple[DeformableLevel, ...] = (DeformableLevel(4, 100), DeformableLevel(2, 100), DeformableLevel(1, 20))
     step: float = 1.0
     sigma_gradient: float = 1.5
     sigma_field: float = 0.5
@@ -180,6 +182,15 @@ class _Similarity:
         return mse(warped, self.target)
 
 
+def exponential(velocity: torch.Tensor, max_steps: int) -> torch.Tensor:
+    """The displacement ``exp(velocity)`` (``(1, ndim, *S)``, voxels) by scaling and squaring, with the fewest steps
+    (at most ``max_steps``) after which the scaled velocity's largest vector is at most half a voxel (the accuracy
+    of the first-order start; a 4-voxel velocity takes 3 squarings)."""
+    largest = float(velocity.detach().square().sum(1).max().sqrt()) if velocity.numel() else 0.0
+    steps = max(1, min(max_steps, math.ceil(math.log2(max(largest, 1e-6) / 0.5)))) if largest > 0.5 else 1
+    return integrate_velocity(velocity, steps)
+
+
 def _smoother(
     ndim: int, sigma: float | Sequence[float], device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -220,7 +231,7 @@ def optimise_velocity(
 
     Returns:
         ``(velocity, records)``: the ``(1, ndim, *S)`` velocity on the working grid (its displacement is
-        ``integrate_velocity(velocity, settings.integration_steps)``) and a :class:`DeformableRecord` per level.
+        ``exponential(velocity, settings.integration_steps)``) and a :class:`DeformableRecord` per level.
         A level keeps its best iterate.
     """
     settings = settings or DeformableSettings()
@@ -253,7 +264,7 @@ def optimise_velocity(
         best, best_value, converged = v, math.inf, False
         for iteration in range(level.iterations + 1):
             with torch.no_grad():
-                ddf = integrate_velocity(v, steps)
+                ddf = exponential(v, steps)
             ddf.requires_grad_(True)
             value = score(warp(m, ddf))
             (gradient,) = torch.autograd.grad(value, ddf)
@@ -294,7 +305,7 @@ def unfold(
     smooth = _smoother(velocity.dim() - 2, sigma, velocity.device)
     done = 0
     with torch.no_grad():
-        while done < rounds and float(folding_fraction(integrate_velocity(velocity, integration_steps))) > max_folding:
+        while done < rounds and float(folding_fraction(exponential(velocity, integration_steps))) > max_folding:
             velocity = smooth(velocity)
             done += 1
     return velocity, done

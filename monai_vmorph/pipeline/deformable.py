@@ -20,8 +20,8 @@ import torch
 
 from monai_vmorph.errors import UserError
 from monai_vmorph.io import resample, resample_displacement
-from monai_vmorph.networks import integrate_velocity, resize_field, warp
-from monai_vmorph.optimisation.deformable import DeformableSettings, optimise_velocity, unfold
+from monai_vmorph.networks import resize_field, warp
+from monai_vmorph.optimisation.deformable import DeformableSettings, exponential, optimise_velocity, unfold
 from monai_vmorph.optimisation.grid import (
     BYTES_PER_VOXEL,
     DeformableGrid,
@@ -115,13 +115,13 @@ def run_deformable_stage(
     m = torch.as_tensor(resample(moving, placed_affine, grid.shape, grid.affine))[None, None].to(device)
     velocity = None if initial is None else velocity_on_grid(initial, net_affine, grid)
     if contrast_mapped:
-        aligned = m if velocity is None else warp(m, integrate_velocity(velocity, settings.integration_steps))
+        aligned = m if velocity is None else warp(m, exponential(velocity, settings.integration_steps))
         m = match_contrast(m, f, aligned=aligned)
     velocity, records = optimise_velocity(
         m, f, similarity, settings, initial=velocity, callback=callback, spacing=grid.voxel_size
     )
     velocity, smoothings = unfold(velocity, settings.integration_steps, MAX_FOLDING)
-    ddf = integrate_velocity(velocity, settings.integration_steps)
+    ddf = exponential(velocity, settings.integration_steps)
     taper = edge_taper(grid, ddf.device)
     if taper is not None:
         ddf = ddf * taper

@@ -38,8 +38,8 @@ from monai_vmorph.errors import UserError
 from monai_vmorph.io import displacement_at_points, native_displacement, network_grid, resample, warp_physical
 from monai_vmorph.losses import RegistrationLoss
 from monai_vmorph.metrics import folding_fraction, label_dice, landmark_distances, sdlogj, tre_summary
-from monai_vmorph.networks import RegistrationResult, integrate_velocity, invert_ddf, warp
-from monai_vmorph.optimisation.deformable import DeformableSettings
+from monai_vmorph.networks import RegistrationResult, invert_ddf, warp
+from monai_vmorph.optimisation.deformable import DeformableSettings, exponential
 from monai_vmorph.pipeline.affine import AFFINE_MODES, affine_displacement, affine_register, aligned_moving_affine
 from monai_vmorph.pipeline.auto_similarity import choose_similarity
 from monai_vmorph.pipeline.deformable import network_velocity, run_deformable_stage
@@ -418,7 +418,7 @@ def register_pair(
         if stage_velocity is None:
             w = _network_inverse(bundle.model, m, f, result)[0].cpu()
         else:
-            start_w = integrate_velocity(-stage_velocity, preset.integration_steps)
+            start_w = exponential(-stage_velocity, preset.integration_steps)
             w = invert_ddf(field_ddf, iterations=10, initial=start_w)[0].cpu()
         inverse_displacement = inverse_native_displacement(w, field_affine, matrix, moving.array.shape, moving.affine)
         inverse_displacement = np.asarray(inverse_displacement, dtype=np.float32)
