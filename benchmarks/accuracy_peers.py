@@ -58,7 +58,8 @@ def make_peer_methods(base: dict) -> dict:
         def run(self, pair) -> torch.Tensor:
             metric = "NMI" if pair.cross_contrast else "NCC 2x2x2"
             threads = f"-threads {self.settings.threads}"
-            affine_iterations, iterations = ("20x10x0", "20x10x0") if self.settings.quick else ("100x50x10", "100x100x40")
+            quick = self.settings.quick
+            affine_iterations, iterations = ("20x10x0", "20x10x0") if quick else ("100x50x10", "100x100x40")
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 fixed = _save(pair.fixed.array, pair.fixed.affine, out / "fixed.nii.gz")

@@ -3,8 +3,8 @@ unfolding guard and the validation of its settings."""
 
 import pytest
 import torch
-
 from helpers import smooth_random_field
+
 from monai_vmorph.metrics import folding_fraction
 from monai_vmorph.networks import integrate_velocity, warp
 from monai_vmorph.optimisation import DeformableLevel, DeformableSettings, optimise_velocity, unfold

@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import index_grid, smooth_random_field
 from monai.networks.layers import GaussianFilter
 
-from helpers import index_grid, smooth_random_field
 from monai_vmorph.networks import integrate_velocity, warp
 from monai_vmorph.optimisation import DeformableLevel, DeformableSettings
 from monai_vmorph.optimisation.grid import DeformableGrid
