@@ -21,11 +21,11 @@ library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK 
 Methods:
 
 * ``identity``: zero displacement.
-* ``ours-fast`` / ``ours`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped
+* ``ours-fast`` / ``ours`` / ``ours-grid`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped
   brain bundle's weights (or ``--weights``), as ``monai-vmorph register`` runs it: the affine stage, then the network
-  alone (``--fast``, preset ``"fast"``), the network then the default coarse-to-fine refinement (preset
-  ``"default"`` of :data:`monai_vmorph.engines.refine_multilevel.REFINE_PRESETS`, the command's default), or the
-  network then ``--refine`` fixed Adam steps at one resolution; their seconds include the affine stage, intensity
+  alone (``--fast``, preset ``"fast"``), the network then the deformable stage on the fixed scan's grid (preset
+  ``"default"`` of :data:`monai_vmorph.pipeline.register.PRESETS`, the command's default; ``ours-grid``: the
+  refinement on the network's grid, the default before), or the network then ``--refine`` Adam steps; their seconds include the affine stage, intensity
   normalisation, resampling to the network grid and warping back. After each table, their time per stage (affine;
   network; refinement per level, with steps).
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
@@ -118,6 +118,7 @@ METHODS = (
     "identity",
     "ours-fast",
     "ours",
+    "ours-grid",
     "ours+refine",
     "affine-only",
     "ants-syn",
@@ -185,6 +186,7 @@ class Ours(Method):
                 "affine": result.metrics["seconds_affine"],
                 "network": result.metrics["seconds_network"],
                 "levels": result.metrics.get("refine_levels", []),
+                "deformable": result.metrics.get("deformable", {}).get("levels", []),
             }
         )
         return _on_fixed_grid(result.displacement, pair.fixed.affine, pair)
@@ -199,6 +201,11 @@ class Ours(Method):
             seconds = statistics.fmean(r["seconds"] for r in rows)
             steps = statistics.fmean(r["steps"] for r in rows)
             parts.append(f"refine 1/{level['factor']} res {seconds:.2f} s ({steps:.1f} steps)")
+        for k, level in enumerate(self.stages[0]["deformable"]):
+            rows = [s["deformable"][k] for s in self.stages]
+            seconds = statistics.fmean(r["seconds"] for r in rows)
+            steps = statistics.fmean(r["iterations"] for r in rows)
+            parts.append(f"deformable 1/{level['shrink']} {seconds:.2f} s ({steps:.1f} it)")
         self.stages = []
         return ", ".join(parts)
 
@@ -368,6 +375,7 @@ def build_method(name: str, settings: Settings) -> Method:
         "identity": lambda: Identity(settings),
         "ours-fast": lambda: Ours(settings, 0, preset="fast", affine="affine"),
         "ours": lambda: Ours(settings, 0, preset="default", affine="affine"),
+        "ours-grid": lambda: Ours(settings, 0, preset="network-grid", affine="affine"),
         "ours+refine": lambda: Ours(settings, settings.refine, affine="affine"),
         "ants-syn": lambda: AntsSyN(settings),
         "sitk-demons": lambda: SitkDemons(settings),

@@ -1,5 +1,5 @@
 """``register --similarity``: the choice and the network-or-affine decision are recorded in ``metrics.json``;
-an explicit MIND-SSC refinement runs; an unknown name is refused before any work."""
+an explicit MIND-SSC deformable stage runs; an unknown name is refused before any work."""
 
 import json
 from pathlib import Path
@@ -37,7 +37,8 @@ def test_auto_maps_an_inverted_slice_and_mind_refines(cli, weights_2d, tmp_path)
     mind = _register(cli, tmp_path / "mind", fixed, inverted, weights_2d, "--similarity", "mind")
     assert mind["similarity"]["similarity"] == mind["similarity"]["requested"] == "mind"
     assert not mind["similarity"]["contrast_mapped"]
-    assert mind["refine_levels"][-1]["final_loss"] < mind["refine_levels"][0]["initial_loss"]
+    levels = mind["deformable"]["levels"]
+    assert all(level["final_similarity"] < level["initial_similarity"] for level in levels)
 
 
 def test_an_unknown_similarity_is_one_line_exit_2(cli, tmp_path):
