@@ -21,13 +21,11 @@ library loading excluded), with ``--threads`` threads for torch, SimpleITK, ITK 
 Methods:
 
 * ``identity``: zero displacement.
-* ``ours-fast`` / ``ours`` / ``ours-grid`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the shipped
-  brain bundle's weights (or ``--weights``), as ``monai-vmorph register`` runs it: the affine stage, then the network
-  alone (``--fast``, preset ``"fast"``), the network then the deformable stage on the fixed scan's grid (preset
-  ``"default"`` of :data:`monai_vmorph.pipeline.register.PRESETS`, the command's default; ``ours-grid``: the
-  refinement on the network's grid, the default before), or the network then ``--refine`` Adam steps; their seconds include the affine stage, intensity
-  normalisation, resampling to the network grid and warping back. After each table, their time per stage (affine;
-  network; refinement per level, with steps).
+* ``ours-fast`` / ``ours`` / ``ours-grid`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the
+  shipped brain bundle (or ``--weights``), as ``monai-vmorph register`` runs it: the affine stage, then the network
+  alone (``--fast``), the network then the deformable stage on the fixed scan's grid (the command's default), the
+  network then the refinement on the network's grid (preset ``"network-grid"``, the default before), or the network
+  then ``--refine`` Adam steps. Seconds include everything in the call; after each table, the time per stage.
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
   (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
   space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be

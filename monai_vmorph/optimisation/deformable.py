@@ -37,7 +37,7 @@ from monai.networks.layers import GaussianFilter
 
 from monai_vmorph.losses.mind import mind_ssc
 from monai_vmorph.losses.similarity import local_ncc_to_target, mse, ncc_target_statistics
-from monai_vmorph.metrics import folding_fraction
+from monai_vmorph.metrics import jacobian_determinant
 from monai_vmorph.networks.blocks.integrate import integrate_velocity
 from monai_vmorph.networks.blocks.resize import resize_field
 from monai_vmorph.networks.blocks.warp import linear_mode, warp
@@ -90,10 +90,10 @@ class DeformableSettings:
         window: iterations over which that improvement is measured.
     """
 
-    levels: tuple[DeformableLevel, ...] = (DeformableLevel(4, 100), DeformableLevel(2, 100), DeformableLevel(1, 20))
+    levels: tuple[DeformableLevel, ...] = (DeformableLevel(4, 100), DeformableLevel(2, 100), DeformableLevel(1, 30))
     step: float = 1.0
-    sigma_gradient: float = 1.5
-    sigma_field: float = 0.5
+    sigma_gradient: float = 1.0
+    sigma_field: float = 0.0
     ncc_window: int = 5
     integration_steps: int = 6
     tol: float = 1e-3
@@ -294,18 +294,26 @@ def optimise_velocity(
 
 
 def unfold(
-    velocity: torch.Tensor, integration_steps: int, max_folding: float, sigma: float = 0.5, rounds: int = 6
+    velocity: torch.Tensor, integration_steps: int, max_folding: float, sigma: float = 1.0, rounds: int = 10
 ) -> tuple[torch.Tensor, int]:
-    """``velocity`` smoothed (Gaussian, ``sigma`` voxels) until its displacement folds on at most ``max_folding``
-    of the voxels (``det J <= 0``), at most ``rounds`` times; the velocity and the number of smoothings.
+    """``velocity`` smoothed where its displacement folds (``det J <= 0``) until at most ``max_folding`` of the
+    voxels fold, at most ``rounds`` times; the velocity and the number of rounds.
 
     The optimiser's regularisation is light, as the strongest optimisers' is (Greedy's ``-s 1.5mm 0.5mm``), and a
-    few voxels of a detailed field may fold; this removes them at the cost of the least smoothing that does.
+    few voxels of a detailed field may fold. Each round replaces the velocity near the folding voxels (within 2
+    voxels, blended over a Gaussian of ``sigma``) by its Gaussian-smoothed self, so that the detail elsewhere is
+    kept.
     """
-    smooth = _smoother(velocity.dim() - 2, sigma, velocity.device)
+    ndim = velocity.dim() - 2
+    smooth = _smoother(ndim, sigma, velocity.device)
+    pool = F.max_pool3d if ndim == 3 else F.max_pool2d
     done = 0
     with torch.no_grad():
-        while done < rounds and float(folding_fraction(exponential(velocity, integration_steps))) > max_folding:
-            velocity = smooth(velocity)
+        while done < rounds:
+            folds = (jacobian_determinant(exponential(velocity, integration_steps)) <= 0)[:, None].float()
+            if float(folds.mean()) <= max_folding:
+                break
+            weight = smooth(pool(folds, kernel_size=5, stride=1, padding=2)).clamp(0, 1)
+            velocity = velocity + weight * (smooth(velocity) - velocity)
             done += 1
     return velocity, done
