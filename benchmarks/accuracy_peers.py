@@ -16,6 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +34,20 @@ __all__ = ["make_peer_methods"]
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> str:
     nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(path))
     return str(path)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Greedy's C++ core logs every iteration to the process's stdout: send it to /dev/null meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _read_greedy_matrix(path: str) -> np.ndarray:
@@ -60,7 +77,7 @@ def make_peer_methods(base: dict) -> dict:
             threads = f"-threads {self.settings.threads}"
             quick = self.settings.quick
             affine_iterations, iterations = ("20x10x0", "20x10x0") if quick else ("100x50x10", "100x100x40")
-            with tempfile.TemporaryDirectory() as folder:
+            with tempfile.TemporaryDirectory() as folder, _quiet_stdout():
                 out = Path(folder)
                 fixed = _save(pair.fixed.array, pair.fixed.affine, out / "fixed.nii.gz")
                 moving = _save(pair.moving.array, pair.moving.affine, out / "moving.nii.gz")

@@ -24,8 +24,9 @@ Methods:
 * ``ours-fast`` / ``ours`` / ``ours-grid`` / ``ours+refine``: :func:`monai_vmorph.pipeline.register_pair` with the
   shipped brain bundle (or ``--weights``), as ``monai-vmorph register`` runs it: the affine stage, then the network
   alone (``--fast``), the network then the deformable stage on the fixed scan's grid (the command's default), the
-  network then the refinement on the network's grid (preset ``"network-grid"``, the default before), or the network
-  then ``--refine`` Adam steps. Seconds include everything in the call; after each table, the time per stage.
+  network then the refinement on the network's grid (preset ``"network-grid"``, the default before; with
+  ``+native`` followed by the deformable stage), or the network then ``--refine`` Adam steps. Seconds include
+  everything in the call; after each table, the time per stage.
 * ``ants-syn``: antspyx ``ants.registration(type_of_transform="SyNOnly")`` with ANTsPy's default parameters
   (Mattes MI, 40x20x0 iterations at shrink 4x2x1, flow sigma 3): the volumes are already affinely aligned in MNI
   space, so no affine stage (ANTs still writes its identity start as ``0GenericAffine.mat``; it is checked to be
@@ -117,6 +118,7 @@ METHODS = (
     "ours-fast",
     "ours",
     "ours-grid",
+    "ours-grid+native",
     "ours+refine",
     "affine-only",
     "ants-syn",
@@ -374,6 +376,7 @@ def build_method(name: str, settings: Settings) -> Method:
         "ours-fast": lambda: Ours(settings, 0, preset="fast", affine="affine"),
         "ours": lambda: Ours(settings, 0, preset="default", affine="affine"),
         "ours-grid": lambda: Ours(settings, 0, preset="network-grid", affine="affine"),
+        "ours-grid+native": lambda: Ours(settings, 0, preset="network-grid+native", affine="affine"),
         "ours+refine": lambda: Ours(settings, settings.refine, affine="affine"),
         "ants-syn": lambda: AntsSyN(settings),
         "sitk-demons": lambda: SitkDemons(settings),

@@ -48,6 +48,7 @@ __all__ = [
     "DeformableRecord",
     "DeformableSettings",
     "exponential",
+    "level_schedule",
     "level_shape",
     "optimise_velocity",
     "smooth_resample",
@@ -60,17 +61,39 @@ DEFORMABLE_SIMILARITIES = ("ncc", "mind", "mse")
 
 @dataclass(frozen=True)
 class DeformableLevel:
-    """One level: the working grid shrunk by ``shrink`` (a power of two), at most ``iterations`` updates."""
+    """One level: the working grid at about ``spacing`` mm per voxel, at most ``iterations`` updates.
 
-    shrink: int
+    A level is run on the working grid shrunk by the largest power of two whose voxels are at most ``spacing``
+    (:func:`level_schedule`); levels finer than the grid are left out, so one schedule serves 2 mm and 1 mm scans.
+    """
+
+    spacing: float
     iterations: int
 
     def __post_init__(self) -> None:
-        shrink, iterations = self.shrink, self.iterations
-        if isinstance(shrink, bool) or not isinstance(shrink, int) or shrink < 1 or shrink & (shrink - 1):
-            raise ValueError(f"DeformableLevel.shrink must be a power of two >= 1, got {shrink!r}.")
+        spacing, iterations = self.spacing, self.iterations
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or not 0 < spacing < math.inf:
+            raise ValueError(f"DeformableLevel.spacing must be a positive number of mm, got {spacing!r}.")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
             raise ValueError(f"DeformableLevel.iterations must be a whole number >= 0, got {iterations!r}.")
+
+
+def level_schedule(levels: Sequence[DeformableLevel], spacing: Sequence[float]) -> list[tuple[int, int]]:
+    """``(shrink, iterations)`` per level for a working grid of voxel size ``spacing`` (mm per axis): the shrink is
+    the largest power of two with ``shrink * min(spacing) <= level.spacing`` (1 % tolerance); a level finer than
+    3/4 of the grid's voxel is left out, and levels that land on one shrink run as one (their iterations added)."""
+    voxel = min(float(v) for v in spacing)
+    schedule: list[tuple[int, int]] = []
+    for level in levels:
+        ratio = level.spacing / voxel
+        if ratio < 0.75:
+            continue
+        shrink = 2 ** max(0, math.floor(math.log2(ratio * 1.01)))
+        if schedule and schedule[-1][0] == shrink:
+            schedule[-1] = (shrink, schedule[-1][1] + level.iterations)
+        else:
+            schedule.append((shrink, level.iterations))
+    return schedule
 
 
 @dataclass(frozen=True)
@@ -78,7 +101,8 @@ class DeformableSettings:
     """Every parameter of the deformable stage (the command line and the benchmarks name one of these).
 
     Attributes:
-        levels: coarse to fine (strictly decreasing ``shrink``).
+        levels: coarse to fine (strictly decreasing ``spacing``); the default runs 100 iterations at 8 and 4 mm,
+            30 at 2 mm and 10 at 1 mm (those at or above the grid's voxel size).
         step: the largest update of one iteration, in voxels of the level (Greedy's ``-e``).
         sigma_gradient: Gaussian sigma (mm) of the similarity's gradient (Greedy's first ``-s``, in mm).
         sigma_field: Gaussian sigma (mm) of the velocity after each update (Greedy's second ``-s``, in mm).
@@ -90,7 +114,12 @@ class DeformableSettings:
         window: iterations over which that improvement is measured.
     """
 
-    levels: tuple[DeformableLevel, ...] = (DeformableLevel(4, 100), DeformableLevel(2, 100), DeformableLevel(1, 30))
+    levels: tuple[DeformableLevel, ...] = (
+        DeformableLevel(8.0, 100),
+        DeformableLevel(4.0, 100),
+        DeformableLevel(2.0, 30),
+        DeformableLevel(1.0, 10),
+    )
     step: float = 1.0
     sigma_gradient: float = 1.0
     sigma_field: float = 0.0
@@ -103,9 +132,9 @@ class DeformableSettings:
         levels = tuple(self.levels)
         if not all(isinstance(level, DeformableLevel) for level in levels):
             raise ValueError(f"DeformableSettings.levels must hold DeformableLevel items, got {levels!r}.")
-        shrinks = [level.shrink for level in levels]
-        if any(a <= b for a, b in itertools.pairwise(shrinks)):
-            raise ValueError(f"DeformableSettings.levels must go from coarse to fine, got shrinks {shrinks}.")
+        spacings = [level.spacing for level in levels]
+        if any(a <= b for a, b in itertools.pairwise(spacings)):
+            raise ValueError(f"DeformableSettings.levels must go from coarse to fine, got spacings {spacings}.")
         object.__setattr__(self, "levels", levels)
         for name in ("step", "sigma_gradient", "sigma_field", "tol"):
             value = getattr(self, name)
@@ -128,7 +157,8 @@ class DeformableSettings:
 
 @dataclass(frozen=True)
 class DeformableRecord:
-    """What one level did: its shrink, grid shape, iterations run, similarity before / after, seconds."""
+    """What one level did: its shrink (of the working grid), grid shape, iterations run, similarity before / after,
+    seconds."""
 
     shrink: int
     shape: tuple[int, ...]
@@ -251,18 +281,18 @@ def optimise_velocity(
         raise ValueError(f"initial must be a (1, {ndim}, *{shape}) velocity, got {tuple(velocity.shape)}.")
     records = []
     steps = settings.integration_steps
-    for index, level in enumerate(settings.levels):
+    for index, (shrink, iterations) in enumerate(level_schedule(settings.levels, spacing)):
         start = time.perf_counter()
-        grid = level_shape(shape, level.shrink)
-        m, f = smooth_resample(moving, grid, level.shrink), smooth_resample(fixed, grid, level.shrink)
+        grid = level_shape(shape, shrink)
+        m, f = smooth_resample(moving, grid, shrink), smooth_resample(fixed, grid, shrink)
         score = _Similarity(similarity, f, settings.ncc_window)
-        voxel = [v * level.shrink for v in spacing]
+        voxel = [v * shrink for v in spacing]
         smooth_gradient = _smoother(ndim, [settings.sigma_gradient / v for v in voxel], moving.device)
         smooth_field = _smoother(ndim, [settings.sigma_field / v for v in voxel], moving.device)
         v = resize_field(velocity, list(grid)) if grid != tuple(velocity.shape[2:]) else velocity
         values: list[float] = []
         best, best_value, converged = v, math.inf, False
-        for iteration in range(level.iterations + 1):
+        for iteration in range(iterations + 1):
             with torch.no_grad():
                 ddf = exponential(v, steps)
             ddf.requires_grad_(True)
@@ -274,7 +304,7 @@ def optimise_velocity(
             if iteration > 0 and callback is not None:
                 callback(index, iteration, values[-1])
             converged = _converged(values, settings.tol, settings.window)
-            if iteration == level.iterations or converged:
+            if iteration == iterations or converged:
                 break
             with torch.no_grad():
                 gradient = smooth_gradient(gradient)
@@ -285,7 +315,7 @@ def optimise_velocity(
         velocity = best
         records.append(
             DeformableRecord(
-                level.shrink, grid, len(values) - 1, values[0], best_value, time.perf_counter() - start, converged
+                shrink, grid, len(values) - 1, values[0], best_value, time.perf_counter() - start, converged
             )
         )
     if tuple(velocity.shape[2:]) != shape:

@@ -1,4 +1,4 @@
-"""Register two native scans: affine pre-alignment, the network on its grid, refinement, one field back.
+"""Register two native scans: affine pre-alignment, the network on its grid, the deformable stage, one field back.
 
 Steps (each in one place):
 
@@ -8,18 +8,22 @@ Steps (each in one place):
 2. **Network grid** (:func:`monai_vmorph.io.network_grid`): both scans, normalised by :func:`normalise_intensity`,
    are resampled once (linear) onto the axis-aligned grid of the bundle's voxel size centred on the fixed scan;
    the moving one through its affine placement, so the network sees an affinely aligned pair.
-3. **Network, then refinement**: a voxel field ``u`` on that grid from the network, refined for this pair by the
-   ``preset``'s coarse-to-fine instance optimisation (:func:`monai_vmorph.engines.refine_multilevel.refine_multilevel`;
-   ``"default"``: images at 1/4, 1/2 and full network resolution, each level stopped on convergence; ``"fast"``: the
-   network alone), then ``refine`` more single-level Adam steps if asked.
-4. **One transform back**: the whole transform ``T(p) = A @ N @ (q + u(q))`` with ``q = inv(N) @ p`` (``N`` the grid's
-   affine) becomes one physical displacement at every native fixed voxel
-   (:func:`monai_vmorph.io.native_displacement` with ``moving_net_affine = A @ N``); outside the network grid it is
-   the affine alone. The native moving scan (and labels) are warped by it in one resampling.
-5. **The inverse** (``inverse=True``): the network-grid inverse ``w`` of ``u`` (``exp(-v)`` for the model's
+3. **Network**: a voxel field ``u`` on that grid from the network, kept only where it improves the similarity
+   over the affine stage's (:func:`network_or_affine`); ``preset="fast"`` stops here.
+4. **Deformable stage** (``preset="default"``, :mod:`monai_vmorph.pipeline.deformable`): a stationary velocity on
+   the fixed scan's own grid (cropped to its foreground; ``resolution`` pools it), started from the network's,
+   optimised coarse to fine (:func:`monai_vmorph.optimisation.optimise_velocity`). ``preset="network-grid"``
+   refines on the network grid instead (:func:`~monai_vmorph.engines.refine_multilevel.refine_multilevel`), and
+   ``refine`` adds single-level Adam steps there.
+5. **One transform back**: with ``W`` the affine of the grid the final field lives on (the working grid, or the
+   network grid ``N``), ``T(p) = A @ W @ (r + u(r))`` with ``r = inv(W) @ p`` becomes one physical displacement at
+   every native fixed voxel (:func:`monai_vmorph.io.native_displacement` with ``moving_net_affine = A @ W``);
+   outside that grid it is the affine alone. The native moving scan (and labels) are warped by it in one
+   resampling; folding and SDlogJ are measured on it (:func:`native_folding`).
+6. **The inverse** (``inverse=True``): the inverse ``w`` of ``u`` on its grid (from ``exp(-v)`` for a
    stationary velocity ``v``; fixed-point inversion, :func:`monai_vmorph.networks.invert_ddf`, for a plain field)
-   gives ``T^-1(m) = N @ (q' + w(q'))`` with ``q' = inv(A @ N) @ m``, one physical displacement at every native
-   *moving* voxel (:func:`inverse_native_displacement`); outside the network grid it is ``inv(A)`` alone.
+   gives ``T^-1(m) = W @ (q' + w(q'))`` with ``q' = inv(A @ W) @ m``, one physical displacement at every native
+   *moving* voxel (:func:`inverse_native_displacement`); outside that grid it is ``inv(A)`` alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +56,8 @@ from monai_vmorph.transforms import INTENSITY_PERCENTILES, match_contrast
 __all__ = [
     "PRESETS",
     "PairResult",
+    "Preset",
+    "as_preset",
     "dice_per_label",
     "inverse_native_displacement",
     "landmark_tre",
@@ -98,23 +105,46 @@ CONTRAST_ROUNDS = 1
 #: ``benchmarks/bench_accuracy.py``.
 SMOOTHNESS_SCALE = {"ncc": 1.0, "mse": 1.0, "mind": 0.1}
 
-#: What follows the network, by name: ``"default"``, the deformable stage on the fixed scan's own grid
-#: (:mod:`monai_vmorph.pipeline.deformable`); ``"fast"``, nothing (the network alone); ``"network-grid"``, the
-#: coarse-to-fine refinement on the network's grid that the bundles' inference runs
-#: (``REFINE_PRESETS["default"]`` of :mod:`monai_vmorph.engines.refine_multilevel`).
-PRESETS: dict[str, DeformableSettings | RefinePreset] = {
-    "default": DeformableSettings(),
-    "fast": REFINE_PRESETS["fast"],
-    "network-grid": REFINE_PRESETS["default"],
+
+class Preset(NamedTuple):
+    """What follows the network: a refinement on the network grid (``grid``; large smooth corrections, on the
+    network's own velocity parametrisation, :func:`~monai_vmorph.engines.refine_multilevel.refine_multilevel`), then
+    the deformable stage on the fixed scan's own grid (``deformable``; the detail, :mod:`.deformable`); either may
+    be ``None``."""
+
+    grid: RefinePreset | None
+    deformable: DeformableSettings | None
+
+
+#: The presets by name: ``"default"``, the deformable stage on the fixed scan's grid; ``"fast"``, nothing (the
+#: network alone); ``"network-grid"``, the network-grid refinement alone (what the bundles' inference runs);
+#: ``"network-grid+native"``, both (measured against the others in ``BENCHMARKS.md``).
+PRESETS: dict[str, Preset] = {
+    "default": Preset(None, DeformableSettings()),
+    "fast": Preset(None, None),
+    "network-grid": Preset(REFINE_PRESETS["default"], None),
+    "network-grid+native": Preset(REFINE_PRESETS["default"], DeformableSettings()),
 }
 
 
-def preset_iterations(preset: str | DeformableSettings | RefinePreset) -> int:
-    """The largest number of steps the preset ``preset`` runs (for progress bars)."""
-    preset = PRESETS[preset] if isinstance(preset, str) else preset
+def as_preset(preset: str | Preset | RefinePreset | DeformableSettings) -> Preset:
+    """``preset`` as a :class:`Preset` (a name of :data:`PRESETS`, or one stage's settings alone)."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise UserError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
+        return PRESETS[preset]
+    if isinstance(preset, RefinePreset):
+        return Preset(preset, None)
     if isinstance(preset, DeformableSettings):
-        return sum(level.iterations for level in preset.levels)
-    return sum(level.max_steps for level in preset.levels)
+        return Preset(None, preset)
+    return preset
+
+
+def preset_iterations(preset: str | Preset | RefinePreset | DeformableSettings) -> int:
+    """The largest number of steps the preset ``preset`` runs (for progress bars)."""
+    grid, deformable = as_preset(preset)
+    steps = sum(level.max_steps for level in grid.levels) if grid is not None else 0
+    return steps + (sum(level.iterations for level in deformable.levels) if deformable is not None else 0)
 
 
 def normalise_intensity(array: np.ndarray) -> np.ndarray:
@@ -264,7 +294,7 @@ def register_pair(
     progress: Callable[..., None] | None = None,
     *,
     affine: str = "affine",
-    preset: str | RefinePreset | DeformableSettings = "default",
+    preset: str | Preset | RefinePreset | DeformableSettings = "default",
     resolution: float | None = None,
     inverse: bool = False,
     fixed_landmarks: np.ndarray | None = None,
@@ -284,7 +314,7 @@ def register_pair(
         progress: ``progress(step, loss, stage)`` after each refinement step (``step`` counts across the levels;
             ``stage`` names the level, e.g. ``"level 2/3 (1/2)"``).
         affine: the pre-alignment, one of :data:`monai_vmorph.pipeline.affine.AFFINE_MODES`.
-        preset: what follows the network: a name in :data:`PRESETS`, a
+        preset: what follows the network: a name in :data:`PRESETS`, a :class:`Preset`, or one stage alone: a
             :class:`~monai_vmorph.optimisation.deformable.DeformableSettings` (the deformable stage on the fixed
             scan's own grid) or a :class:`~monai_vmorph.engines.refine_multilevel.RefinePreset` (refinement on the
             network grid).
@@ -304,10 +334,7 @@ def register_pair(
     """
     if affine not in AFFINE_MODES:
         raise UserError(f"affine mode {affine!r} is not one of {list(AFFINE_MODES)}")
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise UserError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
-        preset = PRESETS[preset]
+    grid_preset, settings = as_preset(preset)
     if resolution is not None and not (isinstance(resolution, (int, float)) and 0 < resolution < float("inf")):
         raise UserError(f"resolution must be a positive number of mm, got {resolution!r}")
     start = time.perf_counter()
@@ -340,17 +367,18 @@ def register_pair(
     result, prior = network_or_affine(m, f, result, loss)
     metrics.update(prior)
     metrics["seconds_network"] = time.perf_counter() - tick
-    if isinstance(preset, RefinePreset) and preset.levels:
+    if grid_preset is not None and grid_preset.levels:
         tick = time.perf_counter()
         done = [0]
 
         def on_step(level: int, step: int, loss: float) -> None:
             done[0] += 1
             if progress is not None:
-                factor = preset.levels[level].factor
-                progress(done[0], loss, f"level {level + 1}/{len(preset.levels)} (1/{factor})")
+                factor = grid_preset.levels[level].factor
+                progress(done[0], loss, f"level {level + 1}/{len(grid_preset.levels)} (1/{factor})")
 
-        refined = refine_multilevel(bundle.model, m, f, loss, **preset.kwargs(), initial=result, callback=on_step)
+        kwargs = grid_preset.kwargs()
+        refined = refine_multilevel(bundle.model, m, f, loss, **kwargs, initial=result, callback=on_step)
         result = refined.result
         metrics["loss_refined"] = refined.levels[-1].final_loss
         metrics["refine_levels"] = [record._asdict() for record in refined.levels]
@@ -365,17 +393,18 @@ def register_pair(
         metrics["refine_steps"] = refine
         metrics["seconds_refine"] = time.perf_counter() - tick
     field_ddf, field_affine, stage_velocity = result.ddf.detach().float(), net_affine, None
-    if isinstance(preset, DeformableSettings):
+    if settings is not None:
         tick = time.perf_counter()
         done = [0]
 
         def on_iteration(level: int, iteration: int, value: float) -> None:
             done[0] += 1
             if progress is not None:
-                shrink = preset.levels[level].shrink
-                progress(done[0], value, f"level {level + 1}/{len(preset.levels)} (1/{shrink})")
+                progress(done[0], value, f"deformable level {level + 1}")
 
-        use_network = prior["initialisation"] == "network"
+        # the start: the network's field where it helped, and whatever the network-grid refinement made of it
+        refined_first = bool(grid_preset is not None and grid_preset.levels) or refine > 0
+        use_network = prior["initialisation"] == "network" or refined_first
         stage = run_deformable_stage(
             fixed_normalised,
             fixed.affine,
@@ -383,7 +412,7 @@ def register_pair(
             placed,
             choice.similarity,
             choice.contrast_mapped,
-            preset,
+            settings,
             resolution=resolution,
             initial=network_velocity(bundle.model, result, list(shape)) if use_network else None,
             net_affine=net_affine,
@@ -418,7 +447,7 @@ def register_pair(
         if stage_velocity is None:
             w = _network_inverse(bundle.model, m, f, result)[0].cpu()
         else:
-            start_w = exponential(-stage_velocity, preset.integration_steps)
+            start_w = exponential(-stage_velocity, settings.integration_steps)
             w = invert_ddf(field_ddf, iterations=10, initial=start_w)[0].cpu()
         inverse_displacement = inverse_native_displacement(w, field_affine, matrix, moving.array.shape, moving.affine)
         inverse_displacement = np.asarray(inverse_displacement, dtype=np.float32)

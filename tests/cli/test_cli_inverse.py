@@ -16,15 +16,16 @@ BRAIN_3D = ROOT / "data" / "brain_3d"
 
 
 @pytest.mark.slow
-def test_inverse_field_pushes_fixed_labels_onto_the_moving_scan(cli, tmp_path):
+@pytest.mark.parametrize("preset", [("--fast",), ()], ids=["network", "deformable-stage"])
+def test_inverse_field_pushes_fixed_labels_onto_the_moving_scan(cli, tmp_path, preset):
     """On the shipped 3D weights (diffeomorphic: the inverse is exp(-v), refined by fixed-point steps), two real
-    brains, the network alone."""
+    brains, the network alone and the default deformable stage on the fixed scan's grid."""
     fixed = BRAIN_3D / "imagesTr" / "icbm09a_0000.nii.gz"
     moving = BRAIN_3D / "imagesTr" / "colin27_0000.nii.gz"
     fixed_labels, moving_labels = (BRAIN_3D / "labelsTr" / p.name for p in (fixed, moving))
     out = tmp_path / "out"
     code, _, err = cli("register", "--fixed", fixed, "--moving", moving, "--moving-labels", moving_labels,
-                       "--fixed-labels", fixed_labels, "--out-dir", out, "--inverse", "--fast", "--quiet")  # fmt: skip
+                       "--fixed-labels", fixed_labels, "--out-dir", out, "--inverse", *preset, "--quiet")  # fmt: skip
     assert code == 0, err
     inverse = nib.load(out / "inverse_ddf.nii.gz")
     assert inverse.shape == (*nib.load(moving).shape, 1, 3)

@@ -8,7 +8,7 @@ from helpers import smooth_random_field
 from monai_vmorph.metrics import folding_fraction
 from monai_vmorph.networks import integrate_velocity, warp
 from monai_vmorph.optimisation import DeformableLevel, DeformableSettings, optimise_velocity, unfold
-from monai_vmorph.optimisation.deformable import exponential, level_shape
+from monai_vmorph.optimisation.deformable import exponential, level_schedule, level_shape
 
 
 def _texture(shape, seed=0):
@@ -82,7 +82,7 @@ def test_unfold_smooths_a_folding_field_until_it_does_not_fold():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"levels": (DeformableLevel(1, 5), DeformableLevel(2, 5))}, "coarse to fine"),
+        ({"levels": (DeformableLevel(1.0, 5), DeformableLevel(2.0, 5))}, "coarse to fine"),
         ({"step": 0.0}, "step"),
         ({"sigma_field": -1.0}, "sigma_field"),
         ({"sigma_gradient": float("nan")}, "sigma_gradient"),
@@ -95,10 +95,18 @@ def test_settings_are_validated(kwargs, message):
         DeformableSettings(**kwargs)
 
 
-@pytest.mark.parametrize(("shrink", "iterations"), [(3, 5), (0, 5), (2, -1), (True, 5)])
-def test_levels_are_validated(shrink, iterations):
+@pytest.mark.parametrize(("spacing", "iterations"), [(float("inf"), 5), (0, 5), (2, -1), (True, 5), (2.0, 1.5)])
+def test_levels_are_validated(spacing, iterations):
     with pytest.raises(ValueError, match="DeformableLevel"):
-        DeformableLevel(shrink, iterations)
+        DeformableLevel(spacing, iterations)
+
+
+def test_one_schedule_serves_every_voxel_size():
+    levels = DeformableSettings().levels  # 8, 4, 2 and 1 mm
+    assert level_schedule(levels, [1.0, 1.0, 1.0]) == [(8, 100), (4, 100), (2, 30), (1, 10)]
+    assert level_schedule(levels, [2.0, 2.0, 2.0]) == [(4, 100), (2, 100), (1, 30)]  # no 1 mm level at 2 mm
+    assert level_schedule(levels, [1.2, 1.2, 3.0]) == [(4, 100), (2, 100), (1, 40)]  # 2 and 1 mm run as one
+    assert level_schedule(levels, [0.5, 0.5]) == [(16, 100), (8, 100), (4, 30), (2, 10)]
 
 
 def test_inputs_are_checked():

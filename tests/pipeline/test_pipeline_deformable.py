@@ -7,6 +7,7 @@ import torch
 from helpers import index_grid, smooth_random_field
 from monai.networks.layers import GaussianFilter
 
+from monai_vmorph.errors import UserError
 from monai_vmorph.networks import integrate_velocity, warp
 from monai_vmorph.optimisation import DeformableLevel, DeformableSettings
 from monai_vmorph.optimisation.grid import DeformableGrid
@@ -74,3 +75,12 @@ def test_default_stage_recovers_a_known_field_at_1mm(bundle):
     assert error.mean() < 0.15, error.mean()  # measured 0.04 mm
     assert result.metrics["folding_percent"] <= 0.01
     assert result.metrics["initialisation"] in ("network", "affine")
+
+
+def test_a_grid_larger_than_the_free_memory_is_refused_before_any_work(monkeypatch):
+    import monai_vmorph.pipeline.deformable as stage
+
+    monkeypatch.setattr(stage, "available_memory", lambda: 1000)
+    image = np.ones((20, 20, 20), dtype=np.float32)
+    with pytest.raises(UserError, match=r"needs about .* GB on a 20x20x20 grid .* coarser --resolution"):
+        stage.run_deformable_stage(image, np.eye(4), image, np.eye(4), "ncc", False, DeformableSettings())
