@@ -101,6 +101,7 @@ from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the
     Method,
     NotAvailable,
     Pair,
+    PeakMemory,
     Settings,
     _labels_of,
     _lps_vector_array_to_ras,
@@ -108,6 +109,7 @@ from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the
     _sitk_image,
     ddf_to_ras,
     inter_subject_pairs,
+    mean_std,
     ras_to_ddf,
     synthetic_pairs,
 )
@@ -403,11 +405,6 @@ def evaluate(pair: Pair, ddf: torch.Tensor) -> dict[str, float]:
     return scores
 
 
-def _mean_std(values: list[float], spec: str) -> str:
-    std = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{spec}} ± {std:{spec}}"
-
-
 def compare_precisions(pair: Pair, ddfs: dict[str, torch.Tensor], scores: dict[str, dict[str, float]]) -> dict:
     """Differences of each ``name [precision]`` result from the same method at the first precision, on one pair."""
     spacing = torch.as_tensor(np.linalg.norm(pair.fixed.affine[:3, :3], axis=0), dtype=torch.float32)
@@ -434,7 +431,8 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
                 continue
             start = time.perf_counter()
             try:
-                ddf = method.run(pair)
+                with PeakMemory() as peak:
+                    ddf = method.run(pair)
             except Exception as error:  # a library failing on this data: report it, go on with the others
                 reason = " ".join(str(error).split())[:300]
                 methods[name] = f"failed on {pair.name}: {type(error).__name__}: {reason}"
@@ -444,13 +442,13 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
             note = method.check(pair, ddf)
             if note:
                 print(f"# {note}")
-            scores = {**evaluate(pair, ddf), "seconds": seconds}
+            scores = {**evaluate(pair, ddf), "seconds": seconds, "peak_gb": peak.gb}
             results[name].append(scores)
             if name.endswith("]"):
                 ddfs[name] = ddf
             print(
                 f"# {TASKS[task]} {pair.name}: {name} Dice {scores['dice']:.4f}, folding {scores['folding']:.3f} %, "
-                f"{seconds:.1f} s",
+                f"{seconds:.1f} s, peak {peak.gb or 0:.2f} GB",
                 file=sys.stderr,
                 flush=True,
             )
@@ -460,17 +458,20 @@ def run_task(task: str, pairs: list[Pair], methods: dict[str, Method | str]) -> 
     synthetic = task == "S"
     print(f"\n## Task {task} ({TASKS[task]}), {len(pairs)} pair(s): " + "; ".join(p.name for p in pairs))
     extra = "EPE (mm)" if synthetic else "SDlogJ"
-    print(f"| method | Dice mean ± std | {extra} | folding (%) | s/pair |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| method | Dice mean ± std | {extra} | folding (%) | s/pair | peak GB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, method in methods.items():
         if isinstance(method, str):
-            print(f"| {name} | {NA}: {method} | — | — | — |")
+            print(f"| {name} | {NA}: {method} | — | — | — | — |")
             continue
         rows = results[name]
-        column = _mean_std([r["epe" if synthetic else "sdlogj"] for r in rows], ".3f")
+        column = mean_std([r["epe" if synthetic else "sdlogj"] for r in rows], ".3f")
         folding = statistics.fmean(r["folding"] for r in rows)
         seconds = statistics.fmean(r["seconds"] for r in rows)
-        print(f"| {name} | {_mean_std([r['dice'] for r in rows], '.3f')} | {column} | {folding:.3f} | {seconds:.2f} |")
+        peaks = [r["peak_gb"] for r in rows if r["peak_gb"] is not None]
+        peak_gb = f"{max(peaks):.2f}" if peaks else "—"
+        dice = mean_std([r["dice"] for r in rows], ".3f")
+        print(f"| {name} | {dice} | {column} | {folding:.3f} | {seconds:.2f} | {peak_gb} |")
     for name, method in methods.items():
         if isinstance(method, Ours) and method.stage_summary:
             summary = method.stage_summary()

@@ -25,9 +25,11 @@ __all__ = ["BYTES_PER_VOXEL", "FOREGROUND", "DeformableGrid", "available_memory"
 #: Normalised fixed intensity above which a voxel is foreground (that of the affine stage's working grids).
 FOREGROUND = 0.05
 
-#: Peak memory of the deformable stage per working-grid voxel (float32 images, NCC statistics, velocity,
-#: displacement, gradients and autograd buffers at the finest level), measured with ``benchmarks/bench_budget.py``.
-BYTES_PER_VOXEL = 320
+#: Peak memory of a registration per working-grid voxel (float32 images, NCC statistics, velocity, displacement,
+#: gradients and autograd buffers at the finest level, and the native outputs): ``benchmarks/bench_native.py``
+#: measured 2.38 GB above the process's baseline for the whole ``register_pair`` call of a 1 mm brain on a
+#: 179x213x178 grid (351 bytes per voxel, 2026-12-08).
+BYTES_PER_VOXEL = 360
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,31 @@ def test_bench_many_pairs_prints_both_rows():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split("|")[1].strip() for r in rows] == ["method", "register loop", "evaluate"]
     assert float(rows[1].split("|")[-2].strip().rstrip("x")) == 1.0  # the loop against itself
+
+
+def test_peak_memory_sees_an_allocation_inside_its_block_only():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from accuracy_base import PeakMemory
+
+    with PeakMemory() as outside:
+        pass
+    with PeakMemory() as inside:
+        block = np.ones(50_000_000)  # 0.4 GB, touched
+        del block
+    assert outside.gb < 0.05
+    assert 0.38 < inside.gb < 0.5
+
+
+@pytest.mark.slow
+def test_bench_native_quick_prints_time_memory_and_folding():
+    result = _bench("bench_native", "--quick")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| default")]
+    assert len(rows) == 1
+    seconds, *stages = (float(cell) for cell in rows[0][1:6])
+    assert sum(stages) <= seconds  # the stages are parts of the call
+    assert rows[0][6].strip().count("x") == 2  # a 3D deformable grid
+    assert 0 < float(rows[0][7]) < 2 and 0 < float(rows[0][8]) < 4  # estimate, peak (GB)
+    assert float(rows[0][9]) <= 0.01  # folding (%)
