@@ -3,10 +3,7 @@ S and I (split out to keep each file readable; ``bench_accuracy`` re-exports eve
 
 from __future__ import annotations
 
-import ctypes
-import os
 import statistics
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,49 +14,6 @@ import torch
 from monai_vmorph.io import affine_to_itk, resample_displacement, warp_physical
 from monai_vmorph.pipeline import NativeScan, read_scan
 from monai_vmorph.transforms import RandSyntheticPaird
-
-
-class PeakMemory:
-    """The peak resident memory of this process during a ``with`` block, above what it held when the block began.
-
-    A thread reads ``/proc/self/statm`` every 5 ms (Linux; elsewhere ``gb`` is ``None``). Every method runs in this
-    process (ANTs, Greedy and ConvexAdam through their Python bindings), so the increase is the method's working
-    memory. The block begins with glibc's ``malloc_trim(0)``, which hands memory that earlier methods freed back to
-    the system; what an allocator keeps anyway (PyTorch's, ITK's pools) lowers a later figure, never raises it.
-    """
-
-    _PATH = "/proc/self/statm"
-
-    def __init__(self) -> None:
-        self.gb: float | None = None
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        with open(self._PATH) as statm:
-            return int(statm.read().split()[1]) * self._page
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, self._rss())
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = None
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-        if os.path.exists(self._PATH):
-            self._start = self._peak = self._rss()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.gb = (max(self._peak, self._rss()) - self._start) / 1e9
 
 
 def mean_std(values: list[float], spec: str) -> str:

@@ -101,7 +101,6 @@ from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the
     Method,
     NotAvailable,
     Pair,
-    PeakMemory,
     Settings,
     _labels_of,
     _lps_vector_array_to_ras,
@@ -113,6 +112,7 @@ from accuracy_base import (  # noqa: F401  (re-exported for bench_budget and the
     ras_to_ddf,
     synthetic_pairs,
 )
+from peak_memory import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (

@@ -24,7 +24,7 @@ import torch
 from monai_vmorph.pipeline import NativeScan, load_bundle_model, read_scan, register_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_base import PeakMemory
+from peak_memory import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"default": {}, "res2": {"resolution": 2.0}, "fast": {"preset": "fast"}}

@@ -57,6 +57,7 @@ import monai
 import torch
 from monai.networks.nets import VoxelMorph as MonaiVoxelMorph
 from monai.networks.nets import VoxelMorphUNet as MonaiVoxelMorphUNet
+from peak_memory import proc_status_kib, reset_peak_rss  # a sibling module of the benchmark scripts
 from torch import nn
 
 from monai_vmorph.losses import gradient_loss, mse
@@ -298,24 +299,6 @@ def _inputs(size: tuple[int, ...], batch: int, device: torch.device) -> tuple[to
     return torch.rand(batch, 1, *size, device=device), torch.rand(batch, 1, *size, device=device)
 
 
-def _reset_peak_rss() -> int | None:
-    """Reset this process's peak RSS (Linux >= 4.0) and return the current RSS in bytes; ``None`` if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _proc_status_kib("VmRSS") * 1024
-    except (OSError, ValueError):
-        return None
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise ValueError(f"no {field} in /proc/self/status")
-
-
 def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.device, precision: str) -> None:
     """Run two training steps of one model (none for ``""``) and print its peak memory in bytes.
 
@@ -332,7 +315,7 @@ def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.de
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     elif relative:
-        rss = _reset_peak_rss()
+        rss = reset_peak_rss()
         relative, base = rss is not None, rss or 0
     if name:
         builder = _builders(vxm)[name]
@@ -345,7 +328,7 @@ def _memory_child(name: str, size: tuple[int, ...], batch: int, device: torch.de
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     elif relative:
-        peak = _proc_status_kib("VmHWM") * 1024 - base
+        peak = proc_status_kib("VmHWM") * 1024 - base
     else:
         import resource
 

@@ -227,7 +227,7 @@ def test_peak_memory_sees_an_allocation_inside_its_block_only():
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from accuracy_base import PeakMemory
+    from peak_memory import PeakMemory
 
     with PeakMemory() as outside:
         pass
@@ -245,7 +245,7 @@ def test_bench_native_quick_prints_time_memory_and_folding():
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| default")]
     assert len(rows) == 1
     seconds, *stages = (float(cell) for cell in rows[0][1:6])
-    assert sum(stages) <= seconds  # the stages are parts of the call
+    assert sum(stages) <= seconds + 0.005 * (len(stages) + 1)  # the stages are parts of the call (cells: 0.01 s)
     assert rows[0][6].strip().count("x") == 2  # a 3D deformable grid
     assert 0 < float(rows[0][7]) < 2 and 0 < float(rows[0][8]) < 4  # estimate, peak (GB)
     assert float(rows[0][9]) <= 0.01  # folding (%)
